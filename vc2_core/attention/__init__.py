@@ -1,0 +1,25 @@
+"""Attention as one function with explicit backends (see :mod:`vc2_core.attention.dispatch`)."""
+
+from .dispatch import (
+    AUTO,
+    Backend,
+    attention,
+    attention_flops,
+    backend_names,
+    check_backend_name,
+    register_backend,
+    relative_position_attention,
+    resolve_backend,
+)
+
+__all__ = [
+    "AUTO",
+    "Backend",
+    "attention",
+    "attention_flops",
+    "backend_names",
+    "check_backend_name",
+    "register_backend",
+    "relative_position_attention",
+    "resolve_backend",
+]

@@ -1,0 +1,131 @@
+"""The official DDIM sampler of VideoCrafter, as a small function over an eps predictor.
+
+Notation (paper -> code): alpha_bar_t -> ``alphas``, alpha_bar_{t-1} -> ``alphas_prev``,
+sigma_t(eta) -> ``sigmas`` (DDIM eq. 16), s_t (VideoCrafter2 latent scale) -> ``scales``.
+
+One step at timestep t (index i counts down from S-1 to 0), all in float32:
+
+    x0_hat  = (x - sqrt(1 - a_t) eps) / sqrt(a_t) / s_t            # un-scaled start estimate
+    x_prev  = sqrt(a_prev) * s_prev * x0_hat + sqrt(1 - a_prev - sigma_t^2) eps + sigma_t z
+
+As released: the timesteps are ``arange(0, T, T // S) + 1`` (so S that does not divide T gives
+more than S steps), the first ``a_prev`` is alpha_bar_0 = 0.99915 (not 1), so the last step
+still adds noise when eta > 0, and there is no extra final denoising step. Without use_scale
+the scales are exactly 1 and the formula reduces to plain DDIM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .schedule import DiffusionSchedule
+
+Tensor = torch.Tensor
+EpsFn = Callable[[Tensor, Tensor], Tensor]  # (x (b, ...), t (b,) int64) -> eps like x
+
+
+def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000, discretize: str = "uniform") -> np.ndarray:
+    """Ascending int64 timesteps of the official ``make_ddim_timesteps`` ("uniform" or "quad")."""
+    if num_steps < 1:
+        raise ValueError(f"DDIM needs at least one step; got {num_steps}")
+    if num_steps > num_train_timesteps:
+        raise ValueError(f"{num_steps} DDIM steps exceed the {num_train_timesteps} training timesteps")
+    if discretize == "uniform":
+        steps = np.arange(0, num_train_timesteps, num_train_timesteps // num_steps)
+    elif discretize == "quad":
+        steps = (np.linspace(0, np.sqrt(num_train_timesteps * 0.8), num_steps) ** 2).astype(int)
+    else:
+        raise ValueError(f"unknown DDIM discretization {discretize!r}; use 'uniform' or 'quad'")
+    return steps.astype(np.int64) + 1
+
+
+@dataclass(frozen=True)
+class DDIMSchedule:
+    """Per-step values, indexed like the timesteps (ascending). Dtypes follow the official code."""
+
+    timesteps: Tensor  # (S,) int64
+    alphas: Tensor  # (S,) float32, alpha_bar[t]
+    alphas_prev: Tensor  # (S,) float64, [alpha_bar[0], alpha_bar[t_0], ..., alpha_bar[t_{S-2}]]
+    sigmas: Tensor  # (S,) float64
+    sqrt_one_minus_alphas: Tensor  # (S,) float32
+    scales: Tensor  # (S,) float32, s[t] (ones without use_scale)
+    scales_prev: Tensor  # (S,) float64, [s[0], s[t_0], ..., s[t_{S-2}]]
+
+    def __len__(self) -> int:
+        return self.timesteps.shape[0]
+
+
+def make_ddim_schedule(schedule: DiffusionSchedule, num_steps: int, eta: float,
+                       discretize: str = "uniform") -> DDIMSchedule:
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0; got {eta}")
+    steps = ddim_timesteps(num_steps, schedule.num_timesteps, discretize)
+    ac = schedule.alphas_cumprod.detach().cpu()
+    alphas = ac[steps]
+    alphas_prev = torch.tensor([ac[0].item(), *ac[steps[:-1]].tolist()], dtype=torch.float64)
+    a64 = alphas.double()
+    sigmas = eta * torch.sqrt((1 - alphas_prev) / (1 - a64) * (1 - a64 / alphas_prev))
+    scale = schedule.scales().detach().cpu()
+    return DDIMSchedule(
+        timesteps=torch.from_numpy(steps),
+        alphas=alphas,
+        alphas_prev=alphas_prev,
+        sigmas=sigmas,
+        sqrt_one_minus_alphas=torch.from_numpy(np.sqrt(1.0 - alphas.numpy())),
+        scales=scale[steps],
+        scales_prev=torch.tensor([scale[0].item(), *scale[steps[:-1]].tolist()], dtype=torch.float64),
+    )
+
+
+@dataclass(frozen=True)
+class DDIMStep:
+    """What a step callback receives: the step number (0 first), its timestep and the new latents."""
+
+    step: int
+    timestep: int
+    x: Tensor  # x after this step
+    pred_x0: Tensor  # the un-scaled start estimate of this step
+
+
+def ddim_sample(eps_fn: EpsFn, x_T: Tensor, ddim: DDIMSchedule, *, generator: torch.Generator | None = None,
+                step_noise: Tensor | None = None, callback: Callable[[DDIMStep], None] | None = None) -> Tensor:
+    """Run DDIM from x_T (b, ...) down to the final latent.
+
+    Noise for eta > 0 comes from ``step_noise`` (S, b, ...) when given (replay), else from
+    ``generator`` (drawn on the generator's device, then moved: CPU generators give the same
+    video on every device).
+    """
+    stochastic = bool((ddim.sigmas > 0).any())
+    if stochastic and step_noise is None and generator is None:
+        raise ValueError("DDIM with eta > 0 needs a generator (or recorded step_noise) for its noise")
+    if step_noise is not None and tuple(step_noise.shape) != (len(ddim), *x_T.shape):
+        raise ValueError(f"step_noise must be {(len(ddim), *x_T.shape)}; got {tuple(step_noise.shape)}")
+    x = x_T
+    batch = x.shape[0]
+    f32 = dict(dtype=torch.float32, device=x.device)
+    for step, index in enumerate(reversed(range(len(ddim)))):
+        timestep = int(ddim.timesteps[index])
+        eps = eps_fn(x, torch.full((batch,), timestep, dtype=torch.long, device=x.device))
+        a_t = torch.tensor(ddim.alphas[index].item(), **f32)
+        a_prev = torch.tensor(ddim.alphas_prev[index].item(), **f32)
+        sigma = torch.tensor(ddim.sigmas[index].item(), **f32)
+        sqrt_one_minus_a = torch.tensor(ddim.sqrt_one_minus_alphas[index].item(), **f32)
+        scale = torch.tensor(ddim.scales[index].item(), **f32)
+        scale_prev = torch.tensor(ddim.scales_prev[index].item(), **f32)
+
+        pred_x0 = (x - sqrt_one_minus_a * eps) / a_t.sqrt() / scale
+        direction = (1.0 - a_prev - sigma**2).sqrt() * eps
+        x = a_prev.sqrt() * scale_prev * pred_x0 + direction
+        if stochastic:
+            if step_noise is not None:
+                z = step_noise[step]
+            else:
+                z = torch.randn(x.shape, generator=generator, device=generator.device, dtype=torch.float32)
+            x = x + sigma * z.to(x.device, x.dtype)
+        if callback is not None:
+            callback(DDIMStep(step, timestep, x, pred_x0))
+    return x

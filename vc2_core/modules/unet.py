@@ -1,0 +1,201 @@
+"""The spatio-temporal UNet of VideoCrafter1/2 (official ``openaimodel3d.UNetModel``).
+
+The module tree is the checkpoint: ``unet.state_dict()`` has exactly the released
+``model.diffusion_model.*`` keys (prefix stripped), typos included, so released weights load
+with ``load_state_dict(strict=True)``.
+
+Layout: the public input and output are ``(b, c, t, h, w)``. Inside, spatial layers see the
+``(b t)`` frames as an image batch and temporal layers regroup them with the explicit frame
+count. The text context and the timestep embedding are kept per sample (b rows) and shared by
+the sample's frames instead of being repeated t times.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..config import UNetConfig
+from .attention_layers import CrossAttention
+from .embeddings import timestep_embedding
+from .layers import GroupNorm32, zero_module
+from .resblocks import Downsample, ResBlock, Upsample
+from .transformers import SpatialTransformer, TemporalTransformer
+
+Tensor = torch.Tensor
+
+DEFAULT_FPS = 16  # the official forward()'s default when no fps is passed
+
+
+class UNetBlock(nn.ModuleList):
+    """A stage of the UNet (official ``TimestepEmbedSequential``): each layer gets what it needs."""
+
+    def forward(self, h: Tensor, emb: Tensor, context: Tensor | None, num_frames: int) -> Tensor:
+        for layer in self:
+            if isinstance(layer, ResBlock):
+                h = layer(h, emb, num_frames)
+            elif isinstance(layer, SpatialTransformer):
+                h = layer(h, context)
+            elif isinstance(layer, TemporalTransformer):
+                h = layer(h, num_frames, context)
+            else:
+                h = layer(h)
+        return h
+
+
+class UNetModel(nn.Module):
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        mc = cfg.model_channels
+        emb_dim = mc * 4
+
+        def resblock(ch_in: int, ch_out: int) -> ResBlock:
+            return ResBlock(ch_in, emb_dim, cfg.dropout, out_channels=ch_out, use_checkpoint=cfg.use_checkpoint,
+                            use_scale_shift_norm=cfg.use_scale_shift_norm, tempspatial_aware=cfg.tempspatial_aware,
+                            use_temporal_conv=cfg.temporal_conv)
+
+        def transformers(ch: int) -> list[nn.Module]:
+            heads, dim_head = cfg.heads_at(ch)
+            layers: list[nn.Module] = [
+                SpatialTransformer(ch, heads, dim_head, depth=cfg.transformer_depth, dropout=0.0,
+                                   context_dim=cfg.context_dim, use_checkpoint=cfg.use_checkpoint,
+                                   use_linear=cfg.use_linear)
+            ]
+            if cfg.temporal_attention:
+                layers.append(temporal_transformer(ch, heads, dim_head, cfg.temporal_transformer_depth, cfg.use_linear))
+            return layers
+
+        def temporal_transformer(ch: int, heads: int, dim_head: int, depth: int, use_linear: bool) -> TemporalTransformer:
+            return TemporalTransformer(ch, heads, dim_head, depth=depth, context_dim=cfg.context_dim,
+                                       use_checkpoint=cfg.use_checkpoint, use_linear=use_linear,
+                                       only_self_att=cfg.temporal_selfatt_only,
+                                       causal_attention=cfg.use_causal_attention,
+                                       relative_position=cfg.use_relative_position,
+                                       temporal_length=cfg.temporal_length)
+
+        def resample_block(ch: int, up: bool) -> nn.Module:
+            if cfg.resblock_updown:
+                return ResBlock(ch, emb_dim, cfg.dropout, out_channels=ch, use_checkpoint=cfg.use_checkpoint,
+                                use_scale_shift_norm=cfg.use_scale_shift_norm, up=up, down=not up)
+            return (Upsample if up else Downsample)(ch, cfg.conv_resample, out_channels=ch)
+
+        self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        if cfg.fps_cond:
+            self.fps_embedding = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+
+        self.input_blocks = nn.ModuleList([UNetBlock([nn.Conv2d(cfg.in_channels, mc, 3, padding=1)])])
+        if cfg.addition_attention:
+            # 8 heads of num_head_channels, 1x1 Conv1d projections and transformer_depth: as official
+            self.init_attn = UNetBlock([temporal_transformer(mc, 8, cfg.num_head_channels, cfg.transformer_depth,
+                                                             use_linear=False)])
+        skip_channels = [mc]
+        ch, ds = mc, 1
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                layers: list[nn.Module] = [resblock(ch, mult * mc)]
+                ch = mult * mc
+                if ds in cfg.attention_resolutions:
+                    layers += transformers(ch)
+                self.input_blocks.append(UNetBlock(layers))
+                skip_channels.append(ch)
+            if level != len(cfg.channel_mult) - 1:
+                self.input_blocks.append(UNetBlock([resample_block(ch, up=False)]))
+                skip_channels.append(ch)
+                ds *= 2
+
+        self.middle_block = UNetBlock([resblock(ch, ch), *transformers(ch), resblock(ch, ch)])
+
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                layers = [resblock(ch + skip_channels.pop(), mult * mc)]
+                ch = mult * mc
+                if ds in cfg.attention_resolutions:
+                    layers += transformers(ch)
+                if level and i == cfg.num_res_blocks:
+                    layers.append(resample_block(ch, up=True))
+                    ds //= 2
+                self.output_blocks.append(UNetBlock(layers))
+
+        self.out = nn.Sequential(GroupNorm32(32, ch), nn.SiLU(),
+                                 zero_module(nn.Conv2d(mc, cfg.out_channels, 3, padding=1)))
+
+    # ---- conditioning -------------------------------------------------------------------------
+
+    def embed(self, timesteps: Tensor, fps: Tensor | None = None) -> Tensor:
+        """Per-sample embedding (b, 4*mc): time_embed(sin(t)) [+ fps_embedding(sin(fps))]."""
+        mc = self.config.model_channels
+        emb = self.time_embed(timestep_embedding(timesteps, mc).to(self.time_embed[0].weight.dtype))
+        if self.config.fps_cond:
+            if fps is None:
+                fps = torch.full_like(timesteps, DEFAULT_FPS)
+            fps_emb = timestep_embedding(fps, mc).to(self.fps_embedding[0].weight.dtype)
+            emb = emb + self.fps_embedding(fps_emb)
+        return emb
+
+    # ---- forward ------------------------------------------------------------------------------
+
+    def forward(self, x: Tensor, timesteps: Tensor | int, context: Tensor | None,
+                fps: Tensor | int | None = None) -> Tensor:
+        """Predict the noise of a latent video.
+
+        x: (b, in_channels, t, h, w), any t >= 1 (exactly temporal_length with causal attention);
+        timesteps: (b,) or a scalar; context: (b, L, context_dim) text embeddings;
+        fps: (b,) or a scalar frame rate, used when the model has fps_cond (default 16 as
+        official) and ignored otherwise. Returns (b, out_channels, t, h, w).
+        """
+        self._check_input(x, context)
+        b, c, t, h, w = x.shape
+        timesteps = _per_sample(timesteps, b, x.device)
+        fps = None if fps is None else _per_sample(fps, b, x.device)
+        emb = self.embed(timesteps, fps).to(x.dtype)  # (b, 4mc), shared by the t frames of each sample
+        context = None if context is None else context.to(x.dtype)
+
+        frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # (b t) c h w
+        skips = []
+        for index, block in enumerate(self.input_blocks):
+            frames = block(frames, emb, context, t)
+            if index == 0 and self.config.addition_attention:
+                frames = self.init_attn(frames, emb, context, t)
+            skips.append(frames)
+        frames = self.middle_block(frames, emb, context, t)
+        for block in self.output_blocks:
+            frames = block(torch.cat([frames, skips.pop()], dim=1), emb, context, t)
+        y = self.out(frames)  # (b t) c' h w
+        return y.view(b, t, -1, h, w).transpose(1, 2).contiguous()  # b c' t h w
+
+    def _check_input(self, x: Tensor, context: Tensor | None) -> None:
+        cfg = self.config
+        if x.ndim != 5:
+            raise ValueError(f"the UNet takes a latent video (b, c, t, h, w); got shape {tuple(x.shape)}")
+        b, c, t, h, w = x.shape
+        if c != cfg.in_channels:
+            raise ValueError(f"the UNet takes {cfg.in_channels} latent channels; got {c}")
+        if t < 1:
+            raise ValueError("the latent video has no frames")
+        factor = 2 ** (len(cfg.channel_mult) - 1)
+        if h % factor or w % factor:
+            raise ValueError(f"latent height and width must be divisible by {factor} for this UNet; got {h}x{w}")
+        if context is not None and (context.ndim != 3 or context.shape[0] != b):
+            raise ValueError(f"context must be (b={b}, tokens, dim); got shape {tuple(context.shape)}")
+        if context is not None and cfg.context_dim is not None and context.shape[-1] != cfg.context_dim:
+            raise ValueError(f"context dim must be {cfg.context_dim}; got {context.shape[-1]}")
+
+    # ---- options -----------------------------------------------------------------------------
+
+    def set_attention_backend(self, name: str) -> None:
+        """Use attention backend ``name`` (see ``vc2_core.attention.backend_names()``) in every layer."""
+        for module in self.modules():
+            if isinstance(module, CrossAttention):
+                module.set_backend(name)
+
+
+def _per_sample(value: Tensor | int | float, batch: int, device: torch.device) -> Tensor:
+    """A scalar or (b,) tensor of timesteps / fps as a (b,) tensor."""
+    value = torch.as_tensor(value, device=device)
+    if value.ndim == 0:
+        return value.expand(batch)
+    if value.shape != (batch,):
+        raise ValueError(f"expected a scalar or {batch} values; got shape {tuple(value.shape)}")
+    return value
