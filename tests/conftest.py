@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny configs with random (non-zero) weights, CPU only."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from vc2_core.config import UNetConfig, preset
+from vc2_core.modules import UNetModel
+from vc2_core.random_weights import randomize_zero_initialized
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REFERENCE = SHARED / "reference"
+
+
+def tiny_unet_config(**changes) -> UNetConfig:
+    """The tiny VideoCrafter2 UNet with some flags changed."""
+    return dataclasses.replace(preset("tiny").unet, **changes)
+
+
+def random_unet(config: UNetConfig, seed: int = 0) -> UNetModel:
+    torch.manual_seed(seed)
+    unet = UNetModel(config).eval()
+    randomize_zero_initialized(unet, torch.Generator().manual_seed(seed + 1))
+    return unet
+
+
+@pytest.fixture
+def reference_dir() -> Path:
+    assert REFERENCE.is_dir(), f"the shared reference files are expected at {REFERENCE}"
+    return REFERENCE
