@@ -1,0 +1,178 @@
+"""Read and write VideoCrafter checkpoint files, and load them into a model.
+
+Reading is safe: pickled files (``.ckpt``) are opened with ``torch.load(weights_only=True)``
+only, so a pickle that would import or run code is refused before anything in it runs.
+Safetensors is the format written, in the official key layout, so a model trained here loads
+in any VideoCrafter-compatible tool. The schedule buffers are always re-derived from the config
+(see :mod:`vc2_core.detect`), never trusted from the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import ModelConfig, ScheduleConfig, TextEncoderConfig, UNetConfig, VAEConfig
+from .detect import CheckpointError, CheckpointInfo, recognise
+from .diffusion.schedule import DiffusionSchedule
+from .model import VideoCrafter, split_official_state_dict
+from .text import TextEncoder
+from .vae import VideoVAE
+
+Tensor = torch.Tensor
+FORMAT_TAG = "vc2"  # safetensors metadata "format" of the files this project writes
+
+__all__ = ["CheckpointError", "CheckpointInfo", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(state dict, safetensors metadata) of a ``.safetensors`` or pickled ``.ckpt`` file.
+
+    Lightning checkpoints (``{"state_dict": ...}``) and DeepSpeed ones (``{"module": ...}``, keys
+    prefixed ``_forward_module.`` or ``module.``) are unwrapped. The format is read from the
+    file's first bytes, not from its name.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return _unwrap(_read_pickle(path), path), {}
+    if len(head) == 9 and head[8:9] == b"{":
+        return _read_safetensors(path)
+    raise CheckpointError(f"{path}: neither a safetensors file nor a PyTorch checkpoint (unrecognised header)")
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({error})") from None
+    return state, metadata
+
+
+_REFUSED_GLOBAL = re.compile(r"global[:\s]+(?:GLOBAL\s+)?([\w.]+)", re.IGNORECASE)
+
+
+def _read_pickle(path: Path) -> object:
+    try:
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            return torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except pickle.UnpicklingError as error:
+        found = _REFUSED_GLOBAL.search(str(error))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path}: refused: the pickle references Python objects beyond tensors and plain containers{what}, "
+            "which could run code when loaded. Nothing in it was executed. If you trust the file, re-save "
+            "only its state_dict, or convert it to safetensors."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({error})") from None
+
+
+def _unwrap(loaded: object, path: Path) -> dict[str, Tensor]:
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    elif isinstance(loaded, dict) and isinstance(loaded.get("module"), dict):
+        loaded = _strip_common_prefix(loaded["module"], ("_forward_module.", "module."))
+    if not isinstance(loaded, dict) or not loaded:
+        raise CheckpointError(f"{path}: holds no state dict (expected a dict of tensors, a Lightning "
+                              "'state_dict' or a DeepSpeed 'module')")
+    bad = [str(key) for key, value in loaded.items() if not isinstance(value, Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: entries that are not tensors: {', '.join(bad[:5])}")
+    return dict(loaded)
+
+
+def _strip_common_prefix(state: dict, prefixes: tuple[str, ...]) -> dict:
+    for prefix in prefixes:
+        if all(isinstance(k, str) and k.startswith(prefix) for k in state):
+            return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def inspect_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], CheckpointInfo]:
+    """Read a file and recognise it (config from vc2's own metadata when present)."""
+    state, metadata = read_checkpoint(path)
+    config = model_config_from_json(metadata["vc2_config"]) if "vc2_config" in metadata else None
+    return state, recognise(state, config)
+
+
+def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> tuple[VideoCrafter, CheckpointInfo]:
+    """Build the model a checkpoint describes and load its weights (strictly; schedule re-derived).
+
+    The UNet (three quarters of the weights) is built on the meta device and takes the file's
+    tensors directly: no time spent on a random initialisation and no second copy in memory.
+    """
+    state, info = inspect_checkpoint(path)
+    parts = split_official_state_dict(state)
+    config = info.config
+    with torch.device("meta"):
+        model = VideoCrafter(config)
+    model.unet.load_state_dict(parts["unet"], strict=True, assign=True)
+    model.schedule = DiffusionSchedule(config.schedule)  # derived, never read from the file
+    model.vae = VideoVAE(config.vae, scale_factor=config.scale_factor)
+    model.vae.load_official_state_dict(parts["vae"])
+    model.text_encoder = TextEncoder(config.text)
+    model.text_encoder.load_official_state_dict(parts["text"])
+    return model.to(device=device, dtype=dtype).eval(), info
+
+
+def save_checkpoint(model: VideoCrafter, path: str | Path) -> Path:
+    """Write the official key layout as safetensors, atomically (temporary file, renamed at the end).
+
+    The metadata carries the model config, so custom sizes reload without guessing.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: checkpoints are written as .safetensors")
+    if not path.parent.is_dir():
+        raise ValueError(f"{path.parent}: the output directory does not exist")
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.official_state_dict().items()}
+    metadata = {"format": FORMAT_TAG, "family": model.config.name, "vc2_config": model_config_to_json(model.config)}
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file(state, temporary, metadata=metadata)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def model_config_to_json(config: ModelConfig) -> str:
+    return json.dumps(dataclasses.asdict(config), sort_keys=True)
+
+
+def model_config_from_json(text: str) -> ModelConfig:
+    try:
+        data = json.loads(text)
+        return ModelConfig(
+            name=data["name"],
+            unet=UNetConfig(**data["unet"]),
+            vae=VAEConfig(**data["vae"]),
+            text=TextEncoderConfig(**data["text"]),
+            schedule=ScheduleConfig(**data["schedule"]),
+            **{k: data[k] for k in ("scale_factor", "height", "width", "frames", "fps")},
+        )
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"the vc2_config metadata of this file is unreadable ({error})") from None

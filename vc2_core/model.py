@@ -1,0 +1,50 @@
+"""The whole text-to-video model: UNet, text encoder, VAE and schedule, with the official key layout.
+
+``VideoCrafter.official_state_dict()`` is the checkpoint as the released ``model.ckpt`` holds it:
+the schedule buffers at the top level, then ``model.diffusion_model.*`` (UNet),
+``first_stage_model.*`` (VAE) and ``cond_stage_model.*`` (OpenCLIP text tower), in that order.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .config import ModelConfig
+from .diffusion.schedule import DiffusionSchedule
+from .keys import TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX
+from .modules import UNetModel
+from .text import TextEncoder
+from .vae import VideoVAE
+
+Tensor = torch.Tensor
+
+
+class VideoCrafter(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.schedule = DiffusionSchedule(config.schedule)
+        self.unet = UNetModel(config.unet)
+        self.vae = VideoVAE(config.vae, scale_factor=config.scale_factor)
+        self.text_encoder = TextEncoder(config.text)
+
+    def official_state_dict(self) -> dict[str, Tensor]:
+        state = dict(self.schedule.official_state_dict())
+        state.update({UNET_PREFIX + k: v for k, v in self.unet.state_dict().items()})
+        state.update({VAE_PREFIX + k: v for k, v in self.vae.official_state_dict().items()})
+        state.update({TEXT_PREFIX + k: v for k, v in self.text_encoder.official_state_dict().items()})
+        return state
+
+
+def split_official_state_dict(state: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
+    """{"unet", "vae", "text", "top"} parts of an official state dict, prefixes stripped."""
+    parts: dict[str, dict[str, Tensor]] = {"unet": {}, "vae": {}, "text": {}, "top": {}}
+    for key, value in state.items():
+        for part, prefix in (("unet", UNET_PREFIX), ("vae", VAE_PREFIX), ("text", TEXT_PREFIX)):
+            if key.startswith(prefix):
+                parts[part][key[len(prefix):]] = value
+                break
+        else:
+            parts["top"][key] = value
+    return parts
