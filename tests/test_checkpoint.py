@@ -155,3 +155,21 @@ def test_files_that_are_not_checkpoints(tmp_path):
     text.write_text("hello, not a checkpoint")
     with pytest.raises(CheckpointError, match="unrecognised header"):
         load_checkpoint(text)
+
+
+@pytest.mark.parametrize("changes", [
+    dict(model_channels=64, channel_mult=(1, 2, 3), num_res_blocks=2, attention_resolutions=(4, 2)),
+    dict(use_relative_position=True, temporal_conv=False, fps_cond=False, temporal_length=12),
+    dict(use_linear=False, transformer_depth=2, temporal_transformer_depth=2, tempspatial_aware=True),
+    dict(use_scale_shift_norm=True, resblock_updown=True, temporal_selfatt_only=False),
+])
+def test_custom_sizes_are_inferred_from_shapes(changes):
+    import dataclasses
+
+    config = dataclasses.replace(preset("tiny"), name="custom", unet=dataclasses.replace(
+        preset("tiny").unet, **{"use_checkpoint": True, "temporal_length": 16, **changes}))
+    with torch.device("meta"):
+        state = VideoCrafter(config).official_state_dict()
+    info = recognise(state | DiffusionSchedule(config.schedule).official_state_dict())
+    assert info.family == "custom" and info.config.unet == config.unet
+    assert info.config.vae == config.vae

@@ -47,7 +47,8 @@ class UNetConfig:
     fps_cond: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
+        # a set of downsampling rates; kept in the official order (largest first) so equal configs compare equal
+        object.__setattr__(self, "attention_resolutions", tuple(sorted(set(self.attention_resolutions), reverse=True)))
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
         problems = []
         if self.num_heads == -1 and self.num_head_channels == -1:
@@ -253,7 +254,7 @@ def _tiny() -> ModelConfig:
             addition_attention=True,
             fps_cond=True,
         ),
-        vae=VAEConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, resolution=64),
+        vae=VAEConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1),
         text=TextEncoderConfig(width=32, layers=3, heads=4, embed_dim=32),
         schedule=ScheduleConfig(use_scale=True, scale_b=0.7),
         height=64,
