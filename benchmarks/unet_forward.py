@@ -15,8 +15,8 @@ import dataclasses
 from pathlib import Path
 
 import torch
-
 from common import machine, time_call, write_result
+
 from vc2_core.attention import backend_names
 from vc2_core.config import preset
 from vc2_core.modules import UNetModel

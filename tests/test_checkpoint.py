@@ -9,8 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vc2_core.checkpoint import (CheckpointError, load_checkpoint, model_config_to_json, read_checkpoint,
-                                 save_checkpoint)
+from vc2_core.checkpoint import CheckpointError, load_checkpoint, model_config_to_json, read_checkpoint, save_checkpoint
 from vc2_core.config import preset
 from vc2_core.detect import recognise
 from vc2_core.diffusion import DiffusionSchedule

@@ -14,7 +14,8 @@ def vc2(*args, cwd=None) -> subprocess.CompletedProcess:
                           cwd=cwd, timeout=600)
 
 
-@pytest.mark.parametrize("family, manifest", [("vc2-512", "vc2_512_manifest.json"), ("vc1-512", "vc1_512_manifest.json")])
+@pytest.mark.parametrize("family, manifest", [("vc2-512", "vc2_512_manifest.json"),
+                                              ("vc1-512", "vc1_512_manifest.json")])
 def test_preset_manifest_equals_the_released_manifest(reference_dir, tmp_path, family, manifest):
     out = tmp_path / "m.json"
     result = vc2("inspect", "--preset", family, "--manifest", out)

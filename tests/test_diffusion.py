@@ -73,7 +73,8 @@ def test_guidance_batched_equals_two_calls():
 
     def unet(x, t, context, fps):
         calls.append(x.shape[0])
-        return x * context.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1) + t.view(-1, 1, 1, 1, 1) * 1e-3 + (0 if fps is None else fps.view(-1, 1, 1, 1, 1))
+        per_sample = context.mean(dim=(1, 2)) + t * 1e-3 + (0 if fps is None else fps)
+        return x * per_sample.view(-1, 1, 1, 1, 1)
 
     x, t = torch.randn(2, 4, 2, 4, 4), torch.tensor([5, 5])
     c, uc, fps = torch.ones(2, 3, 8), torch.zeros(2, 3, 8) + 0.5, torch.tensor([8, 16])

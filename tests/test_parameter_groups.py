@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import tiny_unet_config
+
 from vc2_core.config import preset
 from vc2_core.modules import UNetModel
 from vc2_core.parameter_groups import Group, classify_unet_parameters, group_totals, select_parameters

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import random_unet, tiny_unet_config
+
 from vc2_core.config import preset
 from vc2_core.modules import ResBlock, SpatialTransformer, UNetModel
 

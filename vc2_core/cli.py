@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 from .config import PRESET_NAMES, ModelConfig, preset
-
 from .keys import TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX
 
 # The model modules import transformers and diffusers (seconds); commands import them when they run.
@@ -141,8 +140,9 @@ def _describe(config: ModelConfig, family: str, counts: dict, model, notes) -> d
 def _format(report: dict) -> str:
     counts = report["counts"]
     lines = [f"file:        {report['file']}"] if "file" in report else []
+    scale = "on" if report["latent_scale"] else "off"
     lines += [
-        f"family:      {report['family']} ({report['video']}; latent scale {'on' if report['latent_scale'] else 'off'})",
+        f"family:      {report['family']} ({report['video']}; latent scale {scale})",
         "keys:        " + ", ".join(f"{name} {entry['num_keys']}" for name, entry in counts.items()),
         "parameters:  " + ", ".join(f"{name} {entry['num_params']:,}" for name, entry in counts.items()),
         "UNet groups: " + ", ".join(f"{name} {total:,}" for name, total in report["unet_groups"].items()),

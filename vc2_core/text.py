@@ -161,7 +161,8 @@ class TextEncoder(nn.Module):
                 converted.update({f"{target}self_attn.{name}_proj.{param}": part
                                   for name, part in zip("qkv", (q, k, v))})
         own = self.tower.state_dict()
-        wrong = [f"{k}: {list(v.shape)} vs {list(own[k].shape)}" for k, v in converted.items() if v.shape != own[k].shape]
+        wrong = [f"{k}: {list(v.shape)} vs {list(own[k].shape)}"
+                 for k, v in converted.items() if v.shape != own[k].shape]
         for key, buffer in zip(_UNUSED, (self.text_projection, self.logit_scale)):
             if state_dict[key].shape != buffer.shape:
                 wrong.append(f"{key}: {list(state_dict[key].shape)} vs {list(buffer.shape)}")

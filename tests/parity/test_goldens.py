@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from golden_case import GoldenCase, compare, discover, goldens_dir
 from golden_kinds import KINDS
 

@@ -118,7 +118,8 @@ class DiffusionSchedule(nn.Module):
 
     def q_posterior(self, x0: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x0)."""
-        mean = self._at(self.posterior_mean_coef1, t, x_t.ndim) * x0 + self._at(self.posterior_mean_coef2, t, x_t.ndim) * x_t
+        mean = (self._at(self.posterior_mean_coef1, t, x_t.ndim) * x0
+                + self._at(self.posterior_mean_coef2, t, x_t.ndim) * x_t)
         return (mean, self._at(self.posterior_variance, t, x_t.ndim),
                 self._at(self.posterior_log_variance_clipped, t, x_t.ndim))
 

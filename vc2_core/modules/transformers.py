@@ -35,7 +35,8 @@ class FeedForward(nn.Module):
         super().__init__()
         inner_dim = int(dim * mult)
         project_in = GEGLU(dim, inner_dim) if glu else nn.Sequential(nn.Linear(dim, inner_dim), nn.GELU())
-        self.net = nn.Sequential(project_in, nn.Dropout(dropout), nn.Linear(inner_dim, dim if dim_out is None else dim_out))
+        out_dim = dim if dim_out is None else dim_out
+        self.net = nn.Sequential(project_in, nn.Dropout(dropout), nn.Linear(inner_dim, out_dim))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

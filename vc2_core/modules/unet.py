@@ -66,7 +66,8 @@ class UNetModel(nn.Module):
                 layers.append(temporal_transformer(ch, heads, dim_head, cfg.temporal_transformer_depth, cfg.use_linear))
             return layers
 
-        def temporal_transformer(ch: int, heads: int, dim_head: int, depth: int, use_linear: bool) -> TemporalTransformer:
+        def temporal_transformer(ch: int, heads: int, dim_head: int, depth: int,
+                                 use_linear: bool) -> TemporalTransformer:
             return TemporalTransformer(ch, heads, dim_head, depth=depth, context_dim=cfg.context_dim,
                                        use_checkpoint=cfg.use_checkpoint, use_linear=use_linear,
                                        only_self_att=cfg.temporal_selfatt_only,

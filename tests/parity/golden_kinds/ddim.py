@@ -50,7 +50,8 @@ def produce(case) -> dict[str, torch.Tensor]:
     x_T, fps = inputs["x_T"], inputs.get("fps")
     etas = sorted({m[1] for m in map(ETA_PREFIX.fullmatch, case.outputs()) if m})
 
-    steps, discretize, guidance = args["S"], args.get("ddim_discretize", "uniform"), args["unconditional_guidance_scale"]
+    steps, guidance = args["S"], args["unconditional_guidance_scale"]
+    discretize = args.get("ddim_discretize", "uniform")
     common = make_ddim_schedule(schedule, steps, 0.0, discretize)
     out: dict[str, torch.Tensor] = {
         "ddim_timesteps": common.timesteps,

@@ -36,7 +36,8 @@ def produce(case) -> dict[str, torch.Tensor]:
     encoder.load_official_state_dict(case.with_prefix("sd."))
     tokens = Tokenizer(config.context_length)(case.sidecar["prompts"])
     recorded = case.tensors["in.tokens"]
-    assert torch.equal(tokens, recorded), f"token ids differ from open_clip's: rows {(tokens != recorded).any(1).nonzero().flatten().tolist()}"
+    differing = (tokens != recorded).any(1).nonzero().flatten().tolist()
+    assert not differing, f"token ids differ from open_clip's in prompts {differing}"
     out = {f"hidden_{i}": h for i, h in enumerate(encoder.hidden_states(tokens))}
     for layer in ("penultimate", "last"):
         other = TextEncoder(dataclasses.replace(config, layer=layer)).eval()
