@@ -124,8 +124,8 @@ def _match_family(unet: dict[str, Tensor], top: dict[str, Tensor]) -> tuple[str,
         _, name, report = min(closest)
         raise CheckpointError(f"a VideoCrafter layout of unknown size ({error}); against the closest released "
                               f"model, {name}: {report.describe()}") from None
-    return "custom", preset(_schedule_family(inferred)).replace(
-        name="custom", unet=inferred, schedule=schedule_from_buffers(top, preset(_schedule_family(inferred)).schedule))
+    like = preset(_schedule_family(inferred))  # the released model with the same temporal design
+    return "custom", like.replace(name="custom", unet=inferred, schedule=schedule_from_buffers(top, like.schedule))
 
 
 def _schedule_family(unet: UNetConfig) -> str:
