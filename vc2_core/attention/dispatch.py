@@ -153,17 +153,10 @@ def relative_position_attention(q: Tensor, k: Tensor, v: Tensor, rel_k: Tensor, 
     return out.to(q.dtype)
 
 
-def attention_flops(q: Tensor, k: Tensor) -> int:
-    """Multiply-add FLOPs of the two attention matmuls (for benchmarks)."""
-    b, lq, h, d = q.shape
-    return 4 * b * h * lq * k.shape[1] * d
-
-
 __all__ = [
     "AUTO",
     "Backend",
     "attention",
-    "attention_flops",
     "backend_names",
     "check_backend_name",
     "register_backend",
