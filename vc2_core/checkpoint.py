@@ -32,7 +32,8 @@ from .vae import VideoVAE
 Tensor = torch.Tensor
 FORMAT_TAG = "vc2"  # safetensors metadata "format" of the files this project writes
 
-__all__ = ["CheckpointError", "CheckpointInfo", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointInfo", "build_model", "inspect_checkpoint", "load_checkpoint", "read_checkpoint",
+           "save_checkpoint"]
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -123,17 +124,23 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu",
     tensors directly: no time spent on a random initialisation and no second copy in memory.
     """
     state, info = inspect_checkpoint(path)
+    return build_model(state, info, device=device, dtype=dtype), info
+
+
+def build_model(state: dict[str, Tensor], info: CheckpointInfo, *, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> VideoCrafter:
+    """The model of a recognised state dict (see :func:`inspect_checkpoint`), weights loaded."""
     parts = split_official_state_dict(state)
     config = info.config
     with torch.device("meta"):
         model = VideoCrafter(config)
     model.unet.load_state_dict(parts["unet"], strict=True, assign=True)
-    model.schedule = DiffusionSchedule(config.schedule)  # derived, never read from the file
+    model.schedule = DiffusionSchedule(config.schedule)  # derived from the config, never read from the file
     model.vae = VideoVAE(config.vae, scale_factor=config.scale_factor)
     model.vae.load_official_state_dict(parts["vae"])
     model.text_encoder = TextEncoder(config.text)
     model.text_encoder.load_official_state_dict(parts["text"])
-    return model.to(device=device, dtype=dtype).eval(), info
+    return model.to(device=device, dtype=dtype).eval()
 
 
 def save_checkpoint(model: VideoCrafter, path: str | Path) -> Path:

@@ -21,6 +21,8 @@ Tensor = torch.Tensor
 
 
 class VideoCrafter(nn.Module):
+    """The networks as submodules; the schedule is a plain attribute that device or dtype moves leave alone."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config

@@ -9,14 +9,15 @@ with ``scale_arr`` = linspace(scale_a, scale_b, mid_step) followed by a constant
 and the training loss read ``q_sample`` / ``scale`` from this one object, so they cannot disagree.
 
 All buffers are computed in float64 and stored in float32 as the official ``register_schedule``
-does; their names are the official checkpoint keys.
+does; their names are the official checkpoint keys. The schedule is not an ``nn.Module``: moving
+or casting a model (``model.to(torch.bfloat16)``) never touches it; its values are gathered onto
+the device of the timesteps when used.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from ..config import ScheduleConfig
 
@@ -56,11 +57,10 @@ def scale_array(config: ScheduleConfig) -> np.ndarray:
     return np.concatenate((ramp, np.full(tail, config.scale_b)))
 
 
-class DiffusionSchedule(nn.Module):
-    """Betas, cumulative alphas, posterior coefficients and (VC2) the latent scale, as buffers."""
+class DiffusionSchedule:
+    """Betas, cumulative alphas, posterior coefficients and (VC2) the latent scale (float32, CPU)."""
 
     def __init__(self, config: ScheduleConfig):
-        super().__init__()
         self.config = config
         self.num_timesteps = config.timesteps
         self.use_scale = config.use_scale
@@ -84,25 +84,25 @@ class DiffusionSchedule(nn.Module):
             "posterior_mean_coef2": (1.0 - ac_prev) * np.sqrt(alphas) / (1.0 - ac),
         }
         for name in BUFFER_NAMES:
-            self.register_buffer(name, torch.tensor(values[name], dtype=torch.float32))
+            setattr(self, name, torch.tensor(values[name], dtype=torch.float32, device="cpu"))
         if config.use_scale:
-            self.register_buffer("scale_arr", torch.tensor(scale_array(config), dtype=torch.float32))
+            self.scale_arr = torch.tensor(scale_array(config), dtype=torch.float32, device="cpu")
         # Variational-bound weights (official non-persistent buffer; informational for eps training).
-        lvlb = self.betas**2 / (2 * self.posterior_variance * torch.tensor(alphas, dtype=torch.float32)
+        lvlb = self.betas**2 / (2 * self.posterior_variance * torch.tensor(alphas, dtype=torch.float32, device="cpu")
                                 * (1 - self.alphas_cumprod))
         lvlb[0] = lvlb[1]
-        self.register_buffer("lvlb_weights", lvlb, persistent=False)
+        self.lvlb_weights = lvlb
 
     def scales(self) -> Tensor:
         """s_t for t = 0..T-1 (ones without use_scale)."""
         if self.use_scale:
             return self.scale_arr[: self.num_timesteps]
-        return torch.ones(self.num_timesteps, device=self.betas.device)
+        return torch.ones(self.num_timesteps, device="cpu")
 
     @staticmethod
     def _at(values: Tensor, t: Tensor, ndim: int) -> Tensor:
-        """values[t] shaped (b, 1, ..., 1) to broadcast over a rank-``ndim`` tensor."""
-        return values.gather(-1, t).reshape(t.shape[0], *((1,) * (ndim - 1)))
+        """values[t] on t's device, shaped (b, 1, ..., 1) to broadcast over a rank-``ndim`` tensor."""
+        return values.to(t.device).gather(-1, t).reshape(t.shape[0], *((1,) * (ndim - 1)))
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """x_t = sqrt(a_t) x0 [* s_t] + sqrt(1 - a_t) eps, evaluated in the official order. t: (b,) int64."""
