@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from vc2_core.config import ScheduleConfig, preset
-from vc2_core.diffusion import DiffusionSchedule, GuidedEps, ddim_sample, ddim_timesteps, make_ddim_schedule
+from vc2_core.diffusion import (DiffusionSchedule, GuidedEps, ddim_sample, ddim_timesteps, generator_noise,
+                                make_ddim_schedule)
 
 
 def test_scale_arr_as_released():
@@ -59,11 +60,11 @@ def test_ddim_noise_is_reproducible_and_required():
     ddim = make_ddim_schedule(schedule, 5, eta=1.0)
     x_T = torch.randn(1, 4, 2, 4, 4)
     eps_fn = lambda x, t: 0.1 * x  # noqa: E731
-    one = ddim_sample(eps_fn, x_T, ddim, generator=torch.Generator().manual_seed(7))
-    two = ddim_sample(eps_fn, x_T, ddim, generator=torch.Generator().manual_seed(7))
-    other = ddim_sample(eps_fn, x_T, ddim, generator=torch.Generator().manual_seed(8))
+    one = ddim_sample(eps_fn, x_T, ddim, noise=generator_noise(torch.Generator().manual_seed(7)))
+    two = ddim_sample(eps_fn, x_T, ddim, noise=generator_noise(torch.Generator().manual_seed(7)))
+    other = ddim_sample(eps_fn, x_T, ddim, noise=generator_noise(torch.Generator().manual_seed(8)))
     assert torch.equal(one, two) and not torch.equal(one, other)
-    with pytest.raises(ValueError, match="needs a generator"):
+    with pytest.raises(ValueError, match="needs a noise source"):
         ddim_sample(eps_fn, x_T, ddim)
     assert ddim.sigmas[0] > 0  # the last step still adds noise: a_prev = alpha_bar_0 < 1
 

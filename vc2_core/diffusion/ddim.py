@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .noise import NoiseFn
 from .schedule import DiffusionSchedule
+from .steps import EpsFn, SamplerStep
 
 Tensor = torch.Tensor
-EpsFn = Callable[[Tensor, Tensor], Tensor]  # (x (b, ...), t (b,) int64) -> eps like x
 
 
 def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000, discretize: str = "uniform") -> np.ndarray:
@@ -40,7 +41,11 @@ def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000, discretize: 
         steps = (np.linspace(0, np.sqrt(num_train_timesteps * 0.8), num_steps) ** 2).astype(int)
     else:
         raise ValueError(f"unknown DDIM discretization {discretize!r}; use 'uniform' or 'quad'")
-    return steps.astype(np.int64) + 1
+    steps = steps.astype(np.int64) + 1
+    if steps[-1] >= num_train_timesteps:  # the official grid then indexes past the last timestep
+        raise ValueError(f"{num_steps} uniform DDIM steps put a step past timestep {num_train_timesteps - 1}; "
+                         f"use at most {num_train_timesteps // 2}")
+    return steps
 
 
 @dataclass(frozen=True)
@@ -81,29 +86,15 @@ def make_ddim_schedule(schedule: DiffusionSchedule, num_steps: int, eta: float,
     )
 
 
-@dataclass(frozen=True)
-class DDIMStep:
-    """What a step callback receives: the step number (0 first), its timestep and the new latents."""
-
-    step: int
-    timestep: int
-    x: Tensor  # x after this step
-    pred_x0: Tensor  # the un-scaled start estimate of this step
-
-
-def ddim_sample(eps_fn: EpsFn, x_T: Tensor, ddim: DDIMSchedule, *, generator: torch.Generator | None = None,
-                step_noise: Tensor | None = None, callback: Callable[[DDIMStep], None] | None = None) -> Tensor:
+def ddim_sample(eps_fn: EpsFn, x_T: Tensor, ddim: DDIMSchedule, *, noise: NoiseFn | None = None,
+                callback: Callable[[SamplerStep], None] | None = None) -> Tensor:
     """Run DDIM from x_T (b, ...) down to the final latent.
 
-    Noise for eta > 0 comes from ``step_noise`` (S, b, ...) when given (replay), else from
-    ``generator`` (drawn on the generator's device, then moved: CPU generators give the same
-    video on every device).
+    ``noise`` supplies the standard normal draws for eta > 0 (see :mod:`vc2_core.diffusion.noise`).
     """
     stochastic = bool((ddim.sigmas > 0).any())
-    if stochastic and step_noise is None and generator is None:
-        raise ValueError("DDIM with eta > 0 needs a generator (or recorded step_noise) for its noise")
-    if step_noise is not None and tuple(step_noise.shape) != (len(ddim), *x_T.shape):
-        raise ValueError(f"step_noise must be {(len(ddim), *x_T.shape)}; got {tuple(step_noise.shape)}")
+    if stochastic and noise is None:
+        raise ValueError("DDIM with eta > 0 needs a noise source (e.g. seeded_noise(seeds))")
     x = x_T
     batch = x.shape[0]
     f32 = dict(dtype=torch.float32, device=x.device)
@@ -121,11 +112,7 @@ def ddim_sample(eps_fn: EpsFn, x_T: Tensor, ddim: DDIMSchedule, *, generator: to
         direction = (1.0 - a_prev - sigma**2).sqrt() * eps
         x = a_prev.sqrt() * scale_prev * pred_x0 + direction
         if stochastic:
-            if step_noise is not None:
-                z = step_noise[step]
-            else:
-                z = torch.randn(x.shape, generator=generator, device=generator.device, dtype=torch.float32)
-            x = x + sigma * z.to(x.device, x.dtype)
+            x = x + sigma * noise(x.shape).to(x.device, x.dtype)
         if callback is not None:
-            callback(DDIMStep(step, timestep, x, pred_x0))
+            callback(SamplerStep(step, len(ddim), timestep, x, pred_x0))
     return x

@@ -17,7 +17,10 @@ class GuidedEps:
     context / uncond_context: (b, L, d) text embeddings (the official unconditional one is the
     encoding of ""). ``batched`` runs both branches in one UNet call of batch 2b (faster); False
     runs two calls of batch b (less memory). A scale of 1 or no uncond_context runs the
-    conditional branch only, as the official sampler does.
+    conditional branch only, as the official sampler does. ``rescale`` (0 = off) is guidance
+    rescale (Lin et al. 2024, eq. 15-16): the guided prediction is pulled back to the standard
+    deviation of the conditional one. ``dtype`` is the UNet's compute dtype; the samplers keep
+    their state in x's dtype (float32).
     """
 
     unet: nn.Module
@@ -26,17 +29,32 @@ class GuidedEps:
     scale: float
     fps: Tensor | int | None = None
     batched: bool = True
+    rescale: float = 0.0
+    dtype: torch.dtype | None = None
+
+    def __post_init__(self) -> None:
+        if self.scale < 0:
+            raise ValueError(f"guidance scale must be >= 0; got {self.scale}")
+        if not 0.0 <= self.rescale <= 1.0:
+            raise ValueError(f"guidance rescale must be in [0, 1]; got {self.rescale}")
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        x_in = x if self.dtype is None else x.to(self.dtype)
         if self.uncond_context is None or self.scale == 1.0:
-            return self.unet(x, t, self.context, self.fps)
+            return self.unet(x_in, t, self.context, self.fps).to(x.dtype)
         if self.batched:
             fps = self.fps
             if isinstance(fps, Tensor) and fps.ndim == 1:
                 fps = torch.cat([fps, fps])
-            both = self.unet(torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.context, self.uncond_context]), fps)
-            e_cond, e_uncond = both.chunk(2)
+            both = self.unet(torch.cat([x_in, x_in]), torch.cat([t, t]),
+                             torch.cat([self.context, self.uncond_context]), fps)
+            e_cond, e_uncond = both.to(x.dtype).chunk(2)
         else:
-            e_cond = self.unet(x, t, self.context, self.fps)
-            e_uncond = self.unet(x, t, self.uncond_context, self.fps)
-        return e_uncond + self.scale * (e_cond - e_uncond)
+            e_cond = self.unet(x_in, t, self.context, self.fps).to(x.dtype)
+            e_uncond = self.unet(x_in, t, self.uncond_context, self.fps).to(x.dtype)
+        guided = e_uncond + self.scale * (e_cond - e_uncond)
+        if self.rescale > 0:
+            dims = tuple(range(1, guided.ndim))
+            rescaled = guided * (e_cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+            guided = self.rescale * rescaled + (1 - self.rescale) * guided
+        return guided
