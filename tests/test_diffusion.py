@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from vc2_core.config import ScheduleConfig, preset
-from vc2_core.diffusion import (DiffusionSchedule, GuidedEps, ddim_sample, ddim_timesteps, generator_noise,
-                                make_ddim_schedule)
+from vc2_core.diffusion import (
+    DiffusionSchedule,
+    GuidedEps,
+    ddim_sample,
+    ddim_timesteps,
+    generator_noise,
+    make_ddim_schedule,
+)
 
 
 def test_scale_arr_as_released():
@@ -84,3 +90,35 @@ def test_guidance_batched_equals_two_calls():
     torch.testing.assert_close(batched, split)
     assert calls == [4, 2, 2]
     torch.testing.assert_close(GuidedEps(unet, c, uc, 1.0, fps=fps)(x, t), unet(x, t, c, fps))
+
+
+def test_guidance_rescale_restores_the_conditional_std():
+    e_cond = torch.randn(2, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    e_uncond = 0.3 * torch.randn(2, 4, 2, 4, 4, generator=torch.Generator().manual_seed(1))
+
+    def unet(x, t, context, fps):
+        return torch.where(context[:, :1, :1, None, None] > 0, e_cond.repeat(x.shape[0] // 2, 1, 1, 1, 1),
+                           e_uncond.repeat(x.shape[0] // 2, 1, 1, 1, 1))
+
+    x, t = torch.zeros(2, 4, 2, 4, 4), torch.tensor([5, 5])
+    c, uc = torch.ones(2, 3, 8), -torch.ones(2, 3, 8)
+    plain = GuidedEps(unet, c, uc, 7.5)(x, t)
+    torch.testing.assert_close(plain, e_uncond + 7.5 * (e_cond - e_uncond))
+    full = GuidedEps(unet, c, uc, 7.5, rescale=1.0)(x, t)
+    dims = (1, 2, 3, 4)
+    torch.testing.assert_close(full.std(dim=dims), e_cond.std(dim=dims))
+    torch.testing.assert_close(full / full.std(dim=dims, keepdim=True), plain / plain.std(dim=dims, keepdim=True))
+    half = GuidedEps(unet, c, uc, 7.5, rescale=0.5)(x, t)
+    torch.testing.assert_close(half, 0.5 * full + 0.5 * plain)
+    with pytest.raises(ValueError, match="rescale"):
+        GuidedEps(unet, c, uc, 7.5, rescale=1.5)
+    with pytest.raises(ValueError, match=">= 0"):
+        GuidedEps(unet, c, uc, -1.0)
+
+
+def test_grid_points_past_the_schedule_are_dropped():
+    # 1000 // 3 = 333: the official grid is [1, 334, 667, 1000] and timestep 1000 does not exist
+    assert ddim_timesteps(3).tolist() == [1, 334, 667]
+    assert ddim_timesteps(50).tolist() == list(range(1, 1000, 20))  # the released 50 steps are untouched
+    assert len(ddim_timesteps(30)) == 31  # 1000 // 30 = 33 gives 31 points, as official
+    assert ddim_timesteps(1000).tolist() == list(range(1, 1000))

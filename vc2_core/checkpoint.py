@@ -32,8 +32,8 @@ from .vae import VideoVAE
 Tensor = torch.Tensor
 FORMAT_TAG = "vc2"  # safetensors metadata "format" of the files this project writes
 
-__all__ = ["CheckpointError", "CheckpointInfo", "build_model", "inspect_checkpoint", "load_checkpoint", "read_checkpoint",
-           "save_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointInfo", "build_model", "inspect_checkpoint", "load_checkpoint",
+           "read_checkpoint", "save_checkpoint"]
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:

@@ -42,10 +42,9 @@ def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000, discretize: 
     else:
         raise ValueError(f"unknown DDIM discretization {discretize!r}; use 'uniform' or 'quad'")
     steps = steps.astype(np.int64) + 1
-    if steps[-1] >= num_train_timesteps:  # the official grid then indexes past the last timestep
-        raise ValueError(f"{num_steps} uniform DDIM steps put a step past timestep {num_train_timesteps - 1}; "
-                         f"use at most {num_train_timesteps // 2}")
-    return steps
+    # For some step counts (3, 9, 27, 36, 37, 101-111, 251-333, 501-1000 of 1000) the last grid point is
+    # timestep T, past the schedule, and the official sampler fails with an index error. It is dropped here.
+    return steps[steps < num_train_timesteps]
 
 
 @dataclass(frozen=True)

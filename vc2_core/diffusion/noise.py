@@ -41,7 +41,8 @@ def replayed_noise(recorded: Tensor) -> NoiseFn:
         if index is None:
             raise ValueError(f"only {recorded.shape[0]} recorded noise tensors to replay")
         if tuple(recorded[index].shape) != tuple(shape):
-            raise ValueError(f"recorded noise has shape {tuple(recorded[index].shape)}, the sampler needs {tuple(shape)}")
+            raise ValueError(f"recorded noise has shape {tuple(recorded[index].shape)}, "
+                             f"the sampler needs {tuple(shape)}")
         return recorded[index]
 
     return draw
