@@ -3,6 +3,7 @@
     vc2 inspect CKPT [--json]                       family, parameter counts by group, key problems
     vc2 inspect --preset NAME --manifest OUT.json   every key and shape of a full checkpoint of a preset
     vc2 init --preset NAME --out FILE.safetensors   random weights in the official layout
+    vc2 sample --ckpt FILE --prompt TEXT --out V.mp4 text to video (see vc2 sample --help)
     vc2 demo                                        the whole recipe on embedded synthetic data
 
 Every command prints a clear message and exits with status 1 on bad input, 0 on success.
@@ -20,6 +21,7 @@ import torch
 
 from .config import PRESET_NAMES, ModelConfig, preset
 from .keys import TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX
+from .sample_command import add_parser as add_sample_parser
 
 # The model modules import transformers and diffusers (seconds); commands import them when they run.
 NON_PERSISTENT_BUFFERS = [TEXT_PREFIX + "model.attn_mask", "lvlb_weights"]
@@ -63,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="also give random values to the layers the official init sets to zero, so the "
                            "model's output is not identically 0")
     init.set_defaults(run=_init)
+
+    add_sample_parser(commands)
 
     demo = commands.add_parser("demo", help="run the whole two-stage recipe on embedded synthetic data")
     demo.set_defaults(run=_demo)

@@ -1,0 +1,209 @@
+"""``vc2 sample``: prompts in, video files out.
+
+Everything that can be checked without the weights is checked first (prompts, numbers, output
+paths), then the checkpoint is recognised and the settings checked against its configuration,
+and only then are the networks built. Videos are written under a temporary name and renamed
+when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .attention import backend_names
+from .diffusion import SAMPLERS, SPACINGS
+from .video_io import check_output_path, output_format
+
+DTYPE_NAMES = ("fp32", "fp16", "bf16")
+DEFAULT_SEED = 123  # the official run_text2video.sh
+
+
+class SampleUsageError(ValueError):
+    """Bad input to ``vc2 sample``; printed without a traceback."""
+
+
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "sample", help="generate videos from prompts",
+        description="Generate one video per prompt with a VideoCrafter checkpoint. Defaults are the released "
+                    "VideoCrafter2 script's: the model's size and frame count (320x512, 16 frames), DDIM 50 steps, "
+                    "eta 1.0, cfg 12, fps 28, seed 123.")
+    p.add_argument("--ckpt", type=Path, required=True, help="model.ckpt or .safetensors (VideoCrafter2 / 1)")
+    prompts = p.add_mutually_exclusive_group(required=True)
+    prompts.add_argument("--prompt", action="append", help="a prompt (repeat for several videos)")
+    prompts.add_argument("--prompts", type=Path, metavar="FILE", help="a text file, one prompt per line")
+    p.add_argument("--negative", default="", help="negative prompt: the unconditional branch of guidance "
+                                                  "(default: the empty prompt, as official)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="video.mp4 / .gif / .webp, or a folder name for PNG frames; with several prompts "
+                        "NAME_000.mp4, NAME_001.mp4, ...")
+    p.add_argument("--frames", type=_at_least(1), help="frames to generate (default: the model's, 16)")
+    p.add_argument("--height", type=_at_least(1), help="height in pixels (default: the model's, 320)")
+    p.add_argument("--width", type=_at_least(1), help="width in pixels (default: the model's, 512)")
+    p.add_argument("--steps", type=_at_least(1), default=50, help="sampler steps (default 50)")
+    p.add_argument("--cfg", type=_non_negative, default=12.0, help="guidance scale (default 12; 1 = off)")
+    p.add_argument("--guidance-rescale", type=_non_negative, default=0.0,
+                   help="pull the guided prediction's std back to the conditional one, 0..1 (default 0 = off)")
+    p.add_argument("--eta", type=_non_negative,
+                   help="sampler noise (default: 1.0 for ddim and euler_ancestral; others are deterministic)")
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), default="ddim", help="default ddim (the official one)")
+    p.add_argument("--spacing", choices=SPACINGS,
+                   help="timesteps of the non-DDIM samplers (default logsnr; uniform is the DDIM grid)")
+    p.add_argument("--fps", type=_at_least(1), help="fps condition and file frame rate (default: the model's, 28)")
+    p.add_argument("--save-fps", type=_at_least(1),
+                   help="frame rate written to the file when it should differ from --fps (the official script "
+                        "writes 10)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the first prompt; prompt i uses seed + i")
+    p.add_argument("--batch-size", type=_at_least(1), default=1, help="prompts sampled together (default 1)")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32",
+                   help="weights and compute (default fp32; under fp16 the VAE stays fp32)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps")
+    p.add_argument("--attention", choices=backend_names(), default="auto", help="attention backend (default auto)")
+    p.add_argument("--context-frames", type=_at_least(1),
+                   help="long videos: frames per UNet call (the model's trained length, 16, works best)")
+    p.add_argument("--context-overlap", type=_at_least(0),
+                   help="frames shared by neighbouring windows (default: a quarter of --context-frames, 4 for 16)")
+    p.add_argument("--context-loop", action="store_true", help="wrap windows around the end (seamless loops)")
+    p.add_argument("--split-cfg", action="store_true",
+                   help="run the conditional and unconditional UNet passes separately (less memory, slower)")
+    p.add_argument("--decode-chunk", type=_at_least(1), default=1, help="VAE frames decoded at a time (default 1)")
+    p.add_argument("--no-offload", action="store_true",
+                   help="keep the text encoder and VAE on the accelerator between uses")
+    p.set_defaults(run=run)
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    if args.prompt is not None:
+        prompts = [prompt.strip() for prompt in args.prompt]
+        if not all(prompts):
+            raise SampleUsageError("--prompt: an empty prompt (use --cfg 1 with a text, or give a real prompt)")
+        return prompts
+    if not args.prompts.is_file():
+        raise SampleUsageError(f"--prompts {args.prompts}: no such file")
+    try:
+        lines = args.prompts.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise SampleUsageError(f"--prompts {args.prompts}: not UTF-8 text ({error})") from None
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise SampleUsageError(f"--prompts {args.prompts}: no prompts (one per line)")
+    return prompts
+
+
+def output_paths(out: Path, count: int) -> list[Path]:
+    """One path per prompt: ``out`` itself for one, ``stem_000.ext``... for several; each checked writable."""
+    output_format(out)  # an unsupported suffix is an error
+    if count == 1:
+        paths = [out]
+    else:
+        paths = [out.with_name(f"{out.stem}_{index:03d}{out.suffix}") for index in range(count)]
+    for path in paths:
+        check_output_path(path)
+        if path.exists() and not os.access(path, os.W_OK):
+            raise SampleUsageError(f"{path}: exists and is not writable")
+    return paths
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SampleUsageError(f"--device {name!r}: not a device (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SampleUsageError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SampleUsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise SampleUsageError(f"--device {name}: MPS is not available on this machine")
+    return device
+
+
+def peak_memory(device: torch.device) -> str:
+    """Peak memory of this run: the accelerator's allocator peak and the process's resident peak."""
+    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
+    if device.type == "cuda":
+        return f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 1e9:.2f} GB, peak RSS {rss_gb:.2f} GB"
+    return f"peak RSS {rss_gb:.2f} GB"
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .checkpoint import build_model, inspect_checkpoint
+    from .pipeline import DTYPES, GenerationSettings, cast_for_inference, generate
+    from .video_io import to_frames, write_video
+
+    started = time.perf_counter()
+    prompts = read_prompts(args)
+    paths = output_paths(args.out, len(prompts))
+    device = resolve_device(args.device)
+    settings = GenerationSettings(
+        height=args.height, width=args.width, frames=args.frames, fps=args.fps, steps=args.steps, cfg=args.cfg,
+        eta=args.eta, sampler=args.sampler, spacing=args.spacing, negative_prompt=args.negative,
+        guidance_rescale=args.guidance_rescale, batched_cfg=not args.split_cfg, context_frames=args.context_frames,
+        context_overlap=args.context_overlap, context_loop=args.context_loop, decode_chunk_frames=args.decode_chunk)
+
+    state, info = inspect_checkpoint(args.ckpt)  # missing file or not a VideoCrafter checkpoint: a clear error
+    settings = settings.resolve(info.config)  # every problem at once, before the networks are built
+    print(f"{info.family}: {len(prompts)} prompt(s), {settings.frames} frames at {settings.height}x{settings.width}, "
+          f"{settings.sampler} {settings.steps} steps (eta {settings.eta}), cfg {settings.cfg}, fps {settings.fps}, "
+          f"{args.dtype} on {device}", flush=True)
+    dtype = DTYPES[args.dtype]
+    model = cast_for_inference(build_model(state, info, device="cpu", dtype=dtype), dtype)
+    del state
+    model.unet.set_attention_backend(args.attention)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    loaded = time.perf_counter()
+
+    batches = [range(start, min(start + args.batch_size, len(prompts)))
+               for start in range(0, len(prompts), args.batch_size)]
+    with tqdm(total=None, unit="step", desc="sampling", file=sys.stderr, dynamic_ncols=True) as bar:
+        def on_step(step) -> None:
+            if bar.total is None:
+                bar.reset(total=step.total * len(batches))
+            bar.update(1)
+
+        for batch in batches:
+            videos = generate(model, [prompts[i] for i in batch], [args.seed + i for i in batch], settings,
+                              device=device, offload=not args.no_offload, callback=on_step)
+            for video, index in zip(videos, batch, strict=True):
+                write_video(paths[index], to_frames(video), fps=args.save_fps or settings.fps)
+                bar.write(f"wrote {paths[index]}  (seed {args.seed + index}: {prompts[index][:60]!r})")
+        steps_per_second = bar.n / max(time.perf_counter() - loaded, 1e-9)
+    total = time.perf_counter() - started
+    print(f"done: {len(prompts)} video(s) in {total:.1f} s (loading {loaded - started:.1f} s, "
+          f"{steps_per_second:.2f} steps/s), {peak_memory(device)}")
+    return 0
