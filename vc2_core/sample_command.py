@@ -175,6 +175,9 @@ def run(args: argparse.Namespace) -> int:
         guidance_rescale=args.guidance_rescale, batched_cfg=not args.split_cfg, context_frames=args.context_frames,
         context_overlap=args.context_overlap, context_loop=args.context_loop, decode_chunk_frames=args.decode_chunk)
 
+    if device.type == "cpu" and args.dtype != "fp32":
+        print(f"note: {args.dtype} on a CPU without native half-precision instructions is about 20x slower than fp32 "
+              "(docs/benchmarks.md); it saves memory only", file=sys.stderr)
     state, info = inspect_checkpoint(args.ckpt)  # missing file or not a VideoCrafter checkpoint: a clear error
     settings = settings.resolve(info.config)  # every problem at once, before the networks are built
     print(f"{info.family}: {len(prompts)} prompt(s), {settings.frames} frames at {settings.height}x{settings.width}, "
