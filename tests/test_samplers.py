@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from conftest import random_unet, tiny_unet_config
 
 from vc2_core.config import ScheduleConfig
 from vc2_core.diffusion import DiffusionSchedule, generator_noise, make_levels, sample
@@ -119,3 +120,25 @@ def test_eta_rules():
         sample("heun", gaussian_eps(SCHEDULE), x, SCHEDULE, 5)
     with pytest.raises(ValueError, match="official"):
         sample("ddim", gaussian_eps(SCHEDULE), x, SCHEDULE, 5, spacing="logsnr")
+
+
+def test_samplers_converge_on_a_tiny_unet_denoiser():
+    """The tiny VideoCrafter2 UNet (random weights) as a smooth perturbation of the Gaussian denoiser:
+    no closed form, so many-step DDIM(eta=0) is the reference every sampler must approach."""
+
+    unet = random_unet(tiny_unet_config())
+    context = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(3))
+    gaussian = gaussian_eps(SCHEDULE)
+
+    @torch.no_grad()
+    def eps_fn(x, t):
+        return gaussian(x, t) + 0.05 * unet(x, t, context, 8)
+
+    x_T = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    reference = sample("ddim", eps_fn, x_T, SCHEDULE, 500, eta=0.0)
+    ddim_50 = error(sample("ddim", eps_fn, x_T, SCHEDULE, 50, eta=0.0), reference)
+    for sampler in ("euler", "dpmpp_2m"):
+        errors = [error(sample(sampler, eps_fn, x_T, SCHEDULE, n), reference) for n in (10, 25, 100)]
+        assert errors[0] > errors[1] > errors[2] and errors[2] < 0.03, (sampler, errors)
+    dpm_25 = error(sample("dpmpp_2m", eps_fn, x_T, SCHEDULE, 25), reference)
+    assert dpm_25 < ddim_50 / 2, (dpm_25, ddim_50)  # measured 0.016 vs 0.083
