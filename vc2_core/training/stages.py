@@ -1,0 +1,86 @@
+"""Training stages: which UNet parameter groups train, on which data.
+
+The paper's recipe is two stages of one loop (VideoCrafter2, arXiv 2401.09047, sec. 3-4):
+
+- ``full`` (stage 1): every UNet parameter, on low-quality videos jointly with images.
+- ``spa-dir`` (stage 2, "F-Spa-DIR" on a fully trained base): only the spatial modules, directly,
+  on high-quality images. Temporal modules and the fps condition stay bit-identical.
+
+and the variants the paper compares against:
+
+- ``partial`` ("P-base", AnimateDiff-style): temporal modules (and the fps condition the video
+  model adds) on videos, the spatial modules frozen at the image model's weights.
+- ``temp-dir`` ("F-Temp-DIR") and ``spa-temp-dir`` ("F-Spa&Temp-DIR"): direct fine-tuning of the
+  temporal modules, or of both, on images.
+
+"F-" / "P-" in the paper's names say which base (fully or partially trained) a fine-tune starts
+from; that is the checkpoint given to the run, not part of the stage, so ``get_stage`` accepts
+both spellings ("F-Spa-DIR", "spa-dir"). The groups are those of
+:mod:`vc2_core.parameter_groups`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from ..parameter_groups import Group, classify_unet_parameters
+
+DATA_KINDS = ("videos+images", "videos", "images")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    train: frozenset[Group]  # the parameter groups that receive updates
+    data: str  # one of DATA_KINDS
+    summary: str
+
+
+def _stage(name: str, groups: tuple[Group, ...], data: str, summary: str) -> Stage:
+    return Stage(name, frozenset(groups), data, summary)
+
+
+_ALL = (Group.SPATIAL, Group.TEMPORAL, Group.CONDITIONING)
+STAGES = {s.name: s for s in (
+    _stage("full", _ALL, "videos+images", "stage 1: all UNet parameters on videos jointly with images"),
+    _stage("partial", (Group.TEMPORAL, Group.CONDITIONING), "videos",
+           "P-base: temporal modules and the fps condition on videos; spatial frozen"),
+    _stage("spa-dir", (Group.SPATIAL,), "images",
+           "stage 2 (F-Spa-DIR): spatial modules only, on high-quality images; temporal and fps condition frozen"),
+    _stage("temp-dir", (Group.TEMPORAL,), "images", "F-Temp-DIR: temporal modules only, on images"),
+    _stage("spa-temp-dir", (Group.SPATIAL, Group.TEMPORAL), "images",
+           "F-Spa&Temp-DIR: spatial and temporal modules, on images; fps condition frozen"),
+)}
+
+
+def get_stage(name: str) -> Stage:
+    """A stage by its name or the paper's ("F-Spa-DIR", "F-Spa&Temp-DIR", "P-base", ...)."""
+    key = name.strip().lower().replace("&", "-").replace("_", "-")
+    key = {"p-base": "partial", "f-base": "full"}.get(key, key)
+    if key.startswith(("f-", "p-")) and key[2:] in STAGES:
+        key = key[2:]
+    if key not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; choose one of {', '.join(STAGES)} "
+                         "(or the paper's names: F-Spa-DIR, F-Temp-DIR, F-Spa&Temp-DIR, P-base)")
+    return STAGES[key]
+
+
+def apply_stage(unet: nn.Module, stage: Stage) -> list[tuple[str, nn.Parameter]]:
+    """Set ``requires_grad`` on every UNet parameter by its group; return the trainable (name, param)s.
+
+    Give only the returned parameters to the optimizer: a frozen parameter then has no gradient,
+    no optimizer state and no weight decay, so it stays bit-identical.
+    """
+    groups = classify_unet_parameters(unet)
+    trainable = []
+    for name, param in unet.named_parameters():
+        train = groups[name].group in stage.train
+        param.requires_grad_(train)
+        if train:
+            trainable.append((name, param))
+    if not trainable:
+        groups_named = ", ".join(sorted(g.value for g in stage.train))
+        raise ValueError(f"stage {stage.name!r} trains nothing in this UNet (groups: {groups_named})")
+    return trainable
