@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -12,6 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from vc2_core.config import UNetConfig, preset
+
+
+def mid_config() -> UNetConfig:
+    """VideoCrafter2's UNet layout and flags (4 levels, temporal convs and transformers, init_attn, fps
+    embedding) at model_channels 64, head width 32, context 256: 58.1 M parameters."""
+    return dataclasses.replace(preset("vc2-512").unet, model_channels=64, num_head_channels=32, context_dim=256,
+                               use_checkpoint=False)
 
 
 def machine() -> dict:

@@ -24,21 +24,15 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine, write_result
+from common import machine, mid_config, write_result
 
 from vc2_core.config import preset
 from vc2_core.diffusion import DiffusionSchedule, GuidedEps, sample, seeded_noise
 from vc2_core.modules import UNetModel
-from vc2_core.pipeline import DTYPES
+from vc2_core.precision import DTYPES
 from vc2_core.random_weights import randomize_zero_initialized
 
 PAGE = 4096
-
-
-def mid_config():
-    """VideoCrafter2's UNet layout and flags at model_channels 64 (as benchmarks/unet_forward.py)."""
-    return dataclasses.replace(preset("vc2-512").unet, model_channels=64, num_head_channels=32, context_dim=256,
-                               use_checkpoint=False)
 
 
 def resident_bytes() -> int:

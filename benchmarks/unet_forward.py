@@ -15,17 +15,12 @@ import dataclasses
 from pathlib import Path
 
 import torch
-from common import machine, time_call, write_result
+from common import machine, mid_config, time_call, write_result
 
 from vc2_core.attention import backend_names
 from vc2_core.config import preset
 from vc2_core.modules import UNetModel
 from vc2_core.random_weights import randomize_zero_initialized
-
-
-def mid_config():
-    return dataclasses.replace(preset("vc2-512").unet, model_channels=64, num_head_channels=32, context_dim=256,
-                               use_checkpoint=False)
 
 
 def main() -> None:

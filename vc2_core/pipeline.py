@@ -24,14 +24,16 @@ import torch
 import torch.nn as nn
 
 from .config import ModelConfig
-from .diffusion import SAMPLERS, SPACINGS, ContextWindows, GuidedEps, SamplerStep, sample, seeded_noise, windowed_eps
-from .diffusion.ddim import ddim_timesteps
-from .diffusion.samplers import make_levels, resolve_eta
+from .diffusion import SAMPLERS, ContextWindows, GuidedEps, SamplerStep, sample, seeded_noise, windowed_eps
+from .diffusion.samplers import plan_sampling, resolve_eta
 from .diffusion.schedule import DiffusionSchedule
 from .model import VideoCrafter
+from .precision import DTYPES, cast_for_inference
+
+__all__ = ["DTYPES", "GenerationSettings", "cast_for_inference", "generate", "latent_shape", "on_device",
+           "pixel_multiple"]
 
 Tensor = torch.Tensor
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -103,25 +105,13 @@ class GenerationSettings:
     def _sampler_problems(self, config: ModelConfig) -> list[str]:
         if self.sampler not in SAMPLERS:
             return [f"sampler {self.sampler!r}: unknown; choose one of {', '.join(SAMPLERS)}"]
-        problems = []
-        try:
-            resolve_eta(self.sampler, self.eta)
+        if not isinstance(self.steps, int) or self.steps < 1:
+            return []  # already named
+        try:  # the rules sample() itself applies: eta, spacing, steps against the grid
+            plan_sampling(self.sampler, DiffusionSchedule(config.schedule), self.steps, self.eta, self.spacing)
         except ValueError as error:
-            problems.append(str(error))
-        if self.spacing is not None and self.spacing not in SPACINGS:
-            problems.append(f"spacing {self.spacing!r}: unknown; choose one of {', '.join(SPACINGS)}")
-        elif self.sampler == "ddim" and self.spacing not in (None, "uniform"):
-            problems.append("ddim runs on the official (uniform) timestep grid; drop the spacing")
-        elif isinstance(self.steps, int) and self.steps >= 1:
-            try:
-                if self.sampler == "ddim":
-                    ddim_timesteps(self.steps, config.schedule.timesteps)
-                else:
-                    make_levels(DiffusionSchedule(config.schedule), self.steps,
-                                self.spacing or SAMPLERS[self.sampler][2])
-            except ValueError as error:
-                problems.append(f"steps {self.steps}: {error}")
-        return problems
+            return [f"{self.sampler} with {self.steps} steps: {error}"]
+        return []
 
     def _temporal_problems(self, config: ModelConfig) -> list[str]:
         unet = config.unet
@@ -155,19 +145,6 @@ def latent_shape(config: ModelConfig, settings: GenerationSettings, batch: int) 
     """(b, z, t, h, w) of the latents for resolved settings."""
     f = config.vae.downsample_factor
     return batch, config.unet.in_channels, settings.frames, settings.height // f, settings.width // f
-
-
-def inference_dtypes(dtype: torch.dtype) -> dict[str, torch.dtype]:
-    """Per network compute dtype: all in ``dtype``, but the VAE stays float32 under fp16 (its decoder
-    overflows fp16 at video sizes; bf16 has the range)."""
-    return {"unet": dtype, "text_encoder": dtype, "vae": torch.float32 if dtype == torch.float16 else dtype}
-
-
-def cast_for_inference(model: VideoCrafter, dtype: torch.dtype) -> VideoCrafter:
-    """Cast the networks to their :func:`inference_dtypes` in place; returns the model."""
-    for name, module_dtype in inference_dtypes(dtype).items():
-        getattr(model, name).to(dtype=module_dtype)
-    return model
 
 
 @contextlib.contextmanager

@@ -19,9 +19,9 @@ import torch
 
 from .attention import backend_names
 from .diffusion import SAMPLERS, SPACINGS
+from .precision import DTYPES
 from .video_io import check_output_path, output_format
 
-DTYPE_NAMES = ("fp32", "fp16", "bf16")
 DEFAULT_SEED = 123  # the official run_text2video.sh
 
 
@@ -85,7 +85,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         "writes 10)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the first prompt; prompt i uses seed + i")
     p.add_argument("--batch-size", type=_at_least(1), default=1, help="prompts sampled together (default 1)")
-    p.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32",
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
                    help="weights and compute (default fp32; under fp16 the VAE stays fp32)")
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--attention", choices=backend_names(), default="auto", help="attention backend (default auto)")
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .checkpoint import build_model, inspect_checkpoint
-    from .pipeline import DTYPES, GenerationSettings, cast_for_inference, generate
+    from .pipeline import GenerationSettings, cast_for_inference, generate
     from .video_io import to_frames, write_video
 
     started = time.perf_counter()

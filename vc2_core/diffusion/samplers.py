@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .ddim import ddim_sample, ddim_timesteps, make_ddim_schedule
+from .ddim import DDIMSchedule, ddim_sample, ddim_timesteps, make_ddim_schedule
 from .noise import NoiseFn
 from .schedule import DiffusionSchedule
 from .steps import EpsFn, SamplerStep
@@ -171,10 +171,9 @@ def resolve_eta(sampler: str, eta: float | None) -> float:
     return eta
 
 
-def sample(sampler: str, eps_fn: EpsFn, x_T: Tensor, schedule: DiffusionSchedule, num_steps: int, *,
-           eta: float | None = None, spacing: str | None = None, noise: NoiseFn | None = None,
-           callback: Callback | None = None) -> Tensor:
-    """Run a sampler by name from x_T with ``num_steps`` model evaluations.
+def plan_sampling(sampler: str, schedule: DiffusionSchedule, num_steps: int, eta: float | None = None,
+                  spacing: str | None = None) -> tuple[float, DDIMSchedule | Levels]:
+    """(eta, the per-step values) of a sampler by name, or a ValueError saying what does not fit.
 
     ``spacing`` None is the sampler's default: the official grid for ddim, log-SNR for the others.
     ddim always uses the official grid.
@@ -182,9 +181,18 @@ def sample(sampler: str, eps_fn: EpsFn, x_T: Tensor, schedule: DiffusionSchedule
     eta = resolve_eta(sampler, eta)
     if sampler == "ddim":
         if spacing not in (None, "uniform"):
-            raise ValueError("ddim runs on the official (uniform) timestep grid")
-        return ddim_sample(eps_fn, x_T, make_ddim_schedule(schedule, num_steps, eta), noise=noise, callback=callback)
-    levels = make_levels(schedule, num_steps, spacing or SAMPLERS[sampler][2])
+            raise ValueError("ddim runs on the official (uniform) timestep grid; drop the spacing")
+        return eta, make_ddim_schedule(schedule, num_steps, eta)
+    return eta, make_levels(schedule, num_steps, spacing or SAMPLERS[sampler][2])
+
+
+def sample(sampler: str, eps_fn: EpsFn, x_T: Tensor, schedule: DiffusionSchedule, num_steps: int, *,
+           eta: float | None = None, spacing: str | None = None, noise: NoiseFn | None = None,
+           callback: Callback | None = None) -> Tensor:
+    """Run a sampler by name from x_T with ``num_steps`` model evaluations (see :func:`plan_sampling`)."""
+    eta, plan = plan_sampling(sampler, schedule, num_steps, eta, spacing)
+    if sampler == "ddim":
+        return ddim_sample(eps_fn, x_T, plan, noise=noise, callback=callback)
     if sampler == "euler_ancestral":
-        return euler_ancestral(eps_fn, x_T, levels, eta=eta, noise=noise, callback=callback)
-    return {"euler": euler, "dpmpp_2m": dpmpp_2m}[sampler](eps_fn, x_T, levels, noise=noise, callback=callback)
+        return euler_ancestral(eps_fn, x_T, plan, eta=eta, noise=noise, callback=callback)
+    return {"euler": euler, "dpmpp_2m": dpmpp_2m}[sampler](eps_fn, x_T, plan, noise=noise, callback=callback)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from ..parameter_groups import Group, classify_unet_parameters
+from ..parameter_groups import Group, select_parameters
 
 DATA_KINDS = ("videos+images", "videos", "images")
 
@@ -73,13 +73,10 @@ def apply_stage(unet: nn.Module, stage: Stage) -> list[tuple[str, nn.Parameter]]
     Give only the returned parameters to the optimizer: a frozen parameter then has no gradient,
     no optimizer state and no weight decay, so it stays bit-identical.
     """
-    groups = classify_unet_parameters(unet)
-    trainable = []
-    for name, param in unet.named_parameters():
-        train = groups[name].group in stage.train
-        param.requires_grad_(train)
-        if train:
-            trainable.append((name, param))
+    trainable = select_parameters(unet, stage.train)
+    chosen = {id(param) for _, param in trainable}
+    for param in unet.parameters():
+        param.requires_grad_(id(param) in chosen)
     if not trainable:
         groups_named = ", ".join(sorted(g.value for g in stage.train))
         raise ValueError(f"stage {stage.name!r} trains nothing in this UNet (groups: {groups_named})")
