@@ -62,8 +62,11 @@ def test_paper_names_resolve():
     assert get_stage("F-Spa&Temp-DIR").name == "spa-temp-dir"
     assert get_stage("f-temp-dir").name == "temp-dir"
     assert get_stage("P-base").name == "partial"
-    with pytest.raises(ValueError, match="unknown stage 'spa-lora'"):
-        get_stage("spa-lora")
+    assert get_stage("F-Spa&Temp-LORA").name == "spa-temp-lora" and get_stage("P-Temp-LORA").lora
+    with pytest.raises(ValueError, match="unknown stage 'spa-lra'"):
+        get_stage("spa-lra")
+    with pytest.raises(ValueError, match="trains LoRA adapters"):
+        apply_stage(random_unet(tiny_unet_config()), get_stage("spa-lora"))
 
 
 def test_loss_falls_on_a_fixed_batch():

@@ -12,6 +12,8 @@ and the variants the paper compares against:
   model adds) on videos, the spatial modules frozen at the image model's weights.
 - ``temp-dir`` ("F-Temp-DIR") and ``spa-temp-dir`` ("F-Spa&Temp-DIR"): direct fine-tuning of the
   temporal modules, or of both, on images.
+- ``spa-lora``, ``temp-lora``, ``spa-temp-lora`` ("-LORA"): low-rank adapters on the attention
+  layers of those groups (:mod:`vc2_core.training.lora`), the base weights frozen.
 
 "F-" / "P-" in the paper's names say which base (fully or partially trained) a fine-tune starts
 from; that is the checkpoint given to the run, not part of the stage, so ``get_stage`` accepts
@@ -36,10 +38,11 @@ class Stage:
     train: frozenset[Group]  # the parameter groups that receive updates
     data: str  # one of DATA_KINDS
     summary: str
+    lora: bool = False  # train low-rank adapters on the groups' attention layers instead of the weights
 
 
-def _stage(name: str, groups: tuple[Group, ...], data: str, summary: str) -> Stage:
-    return Stage(name, frozenset(groups), data, summary)
+def _stage(name: str, groups: tuple[Group, ...], data: str, summary: str, lora: bool = False) -> Stage:
+    return Stage(name, frozenset(groups), data, summary, lora)
 
 
 _ALL = (Group.SPATIAL, Group.TEMPORAL, Group.CONDITIONING)
@@ -52,6 +55,12 @@ STAGES = {s.name: s for s in (
     _stage("temp-dir", (Group.TEMPORAL,), "images", "F-Temp-DIR: temporal modules only, on images"),
     _stage("spa-temp-dir", (Group.SPATIAL, Group.TEMPORAL), "images",
            "F-Spa&Temp-DIR: spatial and temporal modules, on images; fps condition frozen"),
+    _stage("spa-lora", (Group.SPATIAL,), "images", "F-Spa-LORA / P-Spa-LORA: LoRA on the spatial modules, on images",
+           lora=True),
+    _stage("temp-lora", (Group.TEMPORAL,), "images",
+           "F-Temp-LORA / P-Temp-LORA: LoRA on the temporal modules, on images", lora=True),
+    _stage("spa-temp-lora", (Group.SPATIAL, Group.TEMPORAL), "images",
+           "F-Spa&Temp-LORA: LoRA on the spatial and temporal modules, on images", lora=True),
 )}
 
 
@@ -63,7 +72,7 @@ def get_stage(name: str) -> Stage:
         key = key[2:]
     if key not in STAGES:
         raise ValueError(f"unknown stage {name!r}; choose one of {', '.join(STAGES)} "
-                         "(or the paper's names: F-Spa-DIR, F-Temp-DIR, F-Spa&Temp-DIR, P-base)")
+                         "(or the paper's names: F-Spa-DIR, F-Temp-DIR, F-Spa&Temp-DIR, F-Spa-LORA, P-base, ...)")
     return STAGES[key]
 
 
@@ -71,8 +80,11 @@ def apply_stage(unet: nn.Module, stage: Stage) -> list[tuple[str, nn.Parameter]]
     """Set ``requires_grad`` on every UNet parameter by its group; return the trainable (name, param)s.
 
     Give only the returned parameters to the optimizer: a frozen parameter then has no gradient,
-    no optimizer state and no weight decay, so it stays bit-identical.
+    no optimizer state and no weight decay, so it stays bit-identical. LoRA stages are set up by
+    :func:`vc2_core.training.lora.inject_lora` instead.
     """
+    if stage.lora:
+        raise ValueError(f"stage {stage.name!r} trains LoRA adapters: use vc2_core.training.lora.inject_lora")
     trainable = select_parameters(unet, stage.train)
     chosen = {id(param) for _, param in trainable}
     for param in unet.parameters():
