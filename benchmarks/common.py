@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,33 @@ from pathlib import Path
 import torch
 
 from vc2_core.config import UNetConfig, preset
+
+PAGE = 4096
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE
+
+
+class PeakRSS:
+    """Highest resident set seen by a 5 ms sampling thread while the block runs."""
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = resident_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, resident_bytes())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, resident_bytes())
 
 
 def mid_config() -> UNetConfig:

@@ -19,45 +19,17 @@ import json
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import torch
-from common import machine, mid_config, write_result
+from common import PeakRSS, machine, mid_config, resident_bytes, write_result
 
 from vc2_core.config import preset
 from vc2_core.diffusion import DiffusionSchedule, GuidedEps, sample, seeded_noise
 from vc2_core.modules import UNetModel
 from vc2_core.precision import DTYPES
 from vc2_core.random_weights import randomize_zero_initialized
-
-PAGE = 4096
-
-
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE
-
-
-class PeakRSS:
-    """Highest resident set seen by a 5 ms sampling thread while the block runs."""
-
-    def __enter__(self) -> PeakRSS:
-        self.peak = resident_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, resident_bytes())
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, resident_bytes())
 
 
 def child(args: argparse.Namespace) -> dict:

@@ -143,22 +143,28 @@ def build_model(state: dict[str, Tensor], info: CheckpointInfo, *, device: str |
     return model.to(device=device, dtype=dtype).eval()
 
 
-def save_checkpoint(model: VideoCrafter, path: str | Path) -> Path:
-    """Write the official key layout as safetensors, atomically (temporary file, renamed at the end).
+def save_checkpoint(model: VideoCrafter, path: str | Path, *, unet_state: dict[str, Tensor] | None = None) -> Path:
+    """Write the official key layout atomically (temporary file, renamed at the end).
 
-    The metadata carries the model config, so custom sizes reload without guessing.
+    ``.safetensors`` (the format this project writes; its metadata carries the model config, so
+    custom sizes reload without guessing) or ``.ckpt`` (``{"state_dict": ...}``, what the official
+    code's ``torch.load`` expects). ``unet_state`` replaces the UNet's own state (see
+    :meth:`VideoCrafter.official_state_dict`).
     """
     path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: checkpoints are written as .safetensors")
+    if path.suffix not in (".safetensors", ".ckpt"):
+        raise ValueError(f"{path}: checkpoints are written as .safetensors (or .ckpt for the official code)")
     if not path.parent.is_dir():
         raise ValueError(f"{path.parent}: the output directory does not exist")
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.official_state_dict().items()}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.official_state_dict(unet_state).items()}
     metadata = {"format": FORMAT_TAG, "family": model.config.name, "vc2_config": model_config_to_json(model.config)}
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
-        save_file(state, temporary, metadata=metadata)
+        if path.suffix == ".safetensors":
+            save_file(state, temporary, metadata=metadata)
+        else:
+            torch.save({"state_dict": state}, temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

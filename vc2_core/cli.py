@@ -4,6 +4,9 @@
     vc2 inspect --preset NAME --manifest OUT.json   every key and shape of a full checkpoint of a preset
     vc2 init --preset NAME --out FILE.safetensors   random weights in the official layout
     vc2 sample --ckpt FILE --prompt TEXT --out V.mp4 text to video (see vc2 sample --help)
+    vc2 train --config FILE [--resume auto]          train a stage (see docs/training.md)
+    vc2 cache --config FILE                         encode a config's data into a latent cache
+    vc2 lora merge --ckpt BASE --lora L --out OUT   fold a trained LoRA into a checkpoint
     vc2 demo                                        the whole recipe on embedded synthetic data
 
 Every command prints a clear message and exits with status 1 on bad input, 0 on success.
@@ -21,7 +24,9 @@ import torch
 
 from .config import PRESET_NAMES, ModelConfig, preset
 from .keys import TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX
+from .lora_command import add_parser as add_lora_parser
 from .sample_command import add_parser as add_sample_parser
+from .train_command import add_parsers as add_train_parsers
 
 # The model modules import transformers and diffusers (seconds); commands import them when they run.
 NON_PERSISTENT_BUFFERS = [TEXT_PREFIX + "model.attn_mask", "lvlb_weights"]
@@ -67,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     init.set_defaults(run=_init)
 
     add_sample_parser(commands)
+    add_train_parsers(commands)
+    add_lora_parser(commands)
 
     demo = commands.add_parser("demo", help="run the whole two-stage recipe on embedded synthetic data")
     demo.set_defaults(run=_demo)

@@ -31,9 +31,11 @@ class VideoCrafter(nn.Module):
         self.vae = VideoVAE(config.vae, scale_factor=config.scale_factor)
         self.text_encoder = TextEncoder(config.text)
 
-    def official_state_dict(self) -> dict[str, Tensor]:
+    def official_state_dict(self, unet_state: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """The released checkpoint layout; ``unet_state`` replaces the UNet's own (a gathered FSDP state)."""
         state = dict(self.schedule.official_state_dict())
-        state.update({UNET_PREFIX + k: v for k, v in self.unet.state_dict().items()})
+        unet_state = self.unet.state_dict() if unet_state is None else unet_state
+        state.update({UNET_PREFIX + k: v for k, v in unet_state.items()})
         state.update({VAE_PREFIX + k: v for k, v in self.vae.official_state_dict().items()})
         state.update({TEXT_PREFIX + k: v for k, v in self.text_encoder.official_state_dict().items()})
         return state

@@ -20,7 +20,7 @@ from .attention_layers import CrossAttention
 from .embeddings import timestep_embedding
 from .layers import GroupNorm32, zero_module
 from .resblocks import Downsample, ResBlock, Upsample
-from .transformers import SpatialTransformer, TemporalTransformer
+from .transformers import BasicTransformerBlock, SpatialTransformer, TemporalTransformer
 
 Tensor = torch.Tensor
 
@@ -142,7 +142,8 @@ class UNetModel(nn.Module):
         """Predict the noise of a latent video.
 
         x: (b, in_channels, t, h, w), any t >= 1 (exactly temporal_length with causal attention);
-        timesteps: (b,) or a scalar; context: (b, L, context_dim) text embeddings;
+        timesteps: (b,) or a scalar; context: (b, L, context_dim) text embeddings, or (b*t, L, context_dim)
+        for one text per frame (frame f of sample i uses row i*t + f; training packs images this way);
         fps: (b,) or a scalar frame rate, used when the model has fps_cond (default 16 as
         official) and ignored otherwise. Returns (b, out_channels, t, h, w).
         """
@@ -178,12 +179,21 @@ class UNetModel(nn.Module):
         factor = 2 ** (len(cfg.channel_mult) - 1)
         if h % factor or w % factor:
             raise ValueError(f"latent height and width must be divisible by {factor} for this UNet; got {h}x{w}")
-        if context is not None and (context.ndim != 3 or context.shape[0] != b):
-            raise ValueError(f"context must be (b={b}, tokens, dim); got shape {tuple(context.shape)}")
+        if context is not None and (context.ndim != 3 or context.shape[0] not in (b, b * t)):
+            raise ValueError(f"context must be (b={b}, tokens, dim) or (b*t={b * t}, tokens, dim); got shape "
+                             f"{tuple(context.shape)}")
         if context is not None and cfg.context_dim is not None and context.shape[-1] != cfg.context_dim:
             raise ValueError(f"context dim must be {cfg.context_dim}; got {context.shape[-1]}")
 
     # ---- options -----------------------------------------------------------------------------
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute every ResBlock and transformer block in the backward pass (less memory, same values)."""
+        for module in self.modules():
+            if isinstance(module, ResBlock):
+                module.use_checkpoint = enabled
+            elif isinstance(module, BasicTransformerBlock):
+                module.checkpoint = enabled
 
     def set_attention_backend(self, name: str) -> None:
         """Use attention backend ``name`` (see ``vc2_core.attention.backend_names()``) in every layer."""

@@ -1,0 +1,196 @@
+"""The training loop end to end on the tiny model and tiny media: stages, checkpoints, resume, skips, NaN, LoRA, cache.
+
+The runs are in-process (``train``) except where a process boundary is the point (SIGKILL, the CLI).
+A module-scoped stage-1 run is the base the stage-2 tests fine-tune.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_media import make_images, make_videos
+
+from vc2_core.checkpoint import load_checkpoint, read_checkpoint
+from vc2_core.config import preset
+from vc2_core.keys import UNET_PREFIX
+from vc2_core.model import split_official_state_dict
+from vc2_core.modules import UNetModel
+from vc2_core.parameter_groups import Group, classify_unet_parameters
+from vc2_core.training.config import load_config
+from vc2_core.training.trainer import NonFiniteLoss, train
+from vc2_core.video_io import read_video
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "trainers" / "configs"
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    base = tmp_path_factory.mktemp("media")
+    return {"videos": make_videos(base / "videos"), "images": make_images(base / "images")}
+
+
+def tiny_config(name: str, out: Path, media: dict, **sections):
+    overrides = {"run": {"output_dir": str(out)}, "videos": {"index": str(media["videos"])},
+                 "images": {"index": str(media["images"])}}
+    for section, values in sections.items():
+        overrides.setdefault(section, {}).update(values)
+    return load_config(CONFIGS / name, overrides)
+
+
+def unet_tensors(checkpoint: Path) -> dict[str, torch.Tensor]:
+    state, _ = read_checkpoint(checkpoint)
+    return split_official_state_dict(state)["unet"]
+
+
+def groups_of(unet_state_names) -> dict[str, Group]:
+    """The group of every UNet parameter name of the tiny model (built on the meta device)."""
+    with torch.device("meta"):
+        unet = UNetModel(preset("tiny").unet)
+    info = classify_unet_parameters(unet)
+    return {name: info[name].group for name in unet_state_names if name in info}
+
+
+@pytest.fixture(scope="module")
+def stage1(media, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stage1")
+    config = tiny_config("tiny_stage1.yaml", out, media, run={"max_steps": 6}, checkpoint={"every": 3})
+    return train(config, show_progress=False)
+
+
+def test_stage1_writes_checkpoints_logs_and_reports_skipped_files(stage1):
+    out = stage1.output_dir
+    assert stage1.steps == 6 and stage1.final_checkpoint.name == "step-00000006"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
+    record = json.loads((out / "summary.json").read_text())
+    reasons = record["skip_report"]["counts"]
+    assert reasons.get("unreadable", 0) >= 1  # corrupt.mp4 (and broken.png if the image stream reached it)
+    assert reasons.get("no caption") == 1  # uncaptioned.mp4, reported from the index
+    assert "skipped" in stage1.skipped_items
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(1, 7))
+    assert all(torch.isfinite(torch.tensor(line["loss"])) for line in lines)
+    assert list((out / "logs").rglob("events.out.tfevents.*"))  # tensorboard
+
+
+def test_a_trained_checkpoint_is_an_official_layout_model_that_samples(stage1, tmp_path):
+    path = stage1.final_checkpoint / "model.safetensors"
+    result = subprocess.run([sys.executable, "-m", "vc2_core.cli", "inspect", str(path), "--json"],
+                            capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout)["family"] == "tiny"
+    out = tmp_path / "v.gif"
+    subprocess.run([sys.executable, "-m", "vc2_core.cli", "sample", "--ckpt", str(path), "--prompt", "a red square",
+                    "--out", str(out), "--steps", "2", "--frames", "4"], check=True, capture_output=True)
+    frames, _ = read_video(out)
+    assert frames.shape[0] == 4
+
+
+def test_stage2_changes_only_spatial_tensors(stage1, media, tmp_path):
+    base = stage1.final_checkpoint / "model.safetensors"
+    config = tiny_config("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base)},
+                         run={"max_steps": 3}, checkpoint={"every": 3})
+    summary = train(config, show_progress=False)
+    before, after = unet_tensors(base), unet_tensors(summary.final_checkpoint / "model.safetensors")
+    groups = groups_of(before)
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(groups[name] == Group.SPATIAL for name in changed)
+    frozen = [n for n, g in groups.items() if g != Group.SPATIAL]
+    assert frozen and all(torch.equal(before[n], after[n]) for n in frozen)  # temporal + fps: bit-identical
+    vae_text_before, vae_text_after = read_checkpoint(base)[0], read_checkpoint(
+        summary.final_checkpoint / "model.safetensors")[0]
+    assert all(torch.equal(v, vae_text_after[k]) for k, v in vae_text_before.items() if not k.startswith(UNET_PREFIX))
+
+
+def test_partial_stage_leaves_spatial_tensors_identical(stage1, media, tmp_path):
+    base = stage1.final_checkpoint / "model.safetensors"
+    config = tiny_config("tiny_stage1.yaml", tmp_path / "run", media, model={"checkpoint": str(base), "preset": None},
+                         stage={"name": "partial"}, run={"max_steps": 2}, checkpoint={"every": 2})
+    summary = train(config, show_progress=False)
+    before, after = unet_tensors(base), unet_tensors(summary.final_checkpoint / "model.safetensors")
+    groups = groups_of(before)
+    assert all(torch.equal(before[n], after[n]) for n, g in groups.items() if g == Group.SPATIAL)
+    assert any(not torch.equal(before[n], after[n]) for n, g in groups.items() if g == Group.TEMPORAL)
+
+
+def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "vc2_core.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def cli_overrides(out: Path, media: dict, **values) -> list[str]:
+    items = {"run.output_dir": str(out), "videos.index": str(media["videos"]), "images.index": str(media["images"]),
+             **values}
+    return [arg for key, value in items.items() for arg in ("--set", f"{key}={value}")]
+
+
+def test_sigkill_and_resume_equals_an_uninterrupted_run(media, tmp_path):
+    config = str(CONFIGS / "tiny_stage1.yaml")
+    settings = {"run.max_steps": 8, "checkpoint.every": 2, "checkpoint.keep_last": 10}
+    straight = run_cli(["train", "--config", config, "--no-progress",
+                        *cli_overrides(tmp_path / "a", media, **settings)])
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+
+    killed_dir = tmp_path / "b"
+    killed = run_cli(["train", "--config", config, "--no-progress", *cli_overrides(killed_dir, media, **settings)])
+    deadline = time.monotonic() + 300
+    while not (killed_dir / "checkpoints" / "step-00000004" / "progress.json").exists():
+        assert killed.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (killed_dir / "summary.json").exists()  # it really died mid-run
+    resumed = run_cli(["train", "--config", config, "--no-progress", "--resume", "auto",
+                       *cli_overrides(killed_dir, media, **settings)])
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output
+    assert "resuming from" in output
+    a = load_file(tmp_path / "a" / "checkpoints" / "step-00000008" / "model.safetensors")
+    b = load_file(killed_dir / "checkpoints" / "step-00000008" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # tolerance 0: bit-identical on the CPU
+
+
+def test_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(media, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--config", str(CONFIGS / "tiny_stage1.yaml"), "--no-progress",
+            *cli_overrides(out, media, **{"run.max_steps": 40, "checkpoint.every": 1, "checkpoint.keep_last": 2})]
+    process = run_cli(args)
+    deadline = time.monotonic() + 300
+    root = out / "checkpoints"
+    while not (root.is_dir() and any(p.name.endswith(".tmp") for p in root.iterdir())
+               and any((p / "progress.json").exists() for p in root.iterdir())):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)  # while a step-N.tmp folder is being written
+    process.wait()
+    complete = sorted(p for p in root.iterdir() if not p.name.endswith(".tmp"))
+    assert complete
+    model, info = load_checkpoint(complete[-1] / "model.safetensors")
+    assert info.config.name == "tiny"
+    resumed = run_cli([*args[:4], "--resume", "auto", *args[4:]] + ["--set", "run.max_steps=" + str(
+        json.loads((complete[-1] / "progress.json").read_text())["step"] + 1)])
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output
+    assert not any(p.name.endswith(".tmp") for p in root.iterdir())  # the half-written folder was removed
+
+
+def test_non_finite_loss_stops_with_the_last_checkpoint_intact(media, tmp_path):
+    config = tiny_config("tiny_stage1.yaml", tmp_path / "run", media, run={"max_steps": 12},
+                         optim={"lr": 1e30, "max_grad_norm": None}, checkpoint={"every": 1, "keep_last": 20})
+    with pytest.raises(NonFiniteLoss, match=r"the loss is (nan|inf).*last good checkpoint is .*step-0000000\d"):
+        train(config, show_progress=False)
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").iterdir())
+    assert checkpoints and not any(p.name.endswith(".tmp") for p in checkpoints)
+    load_checkpoint(checkpoints[-1] / "model.safetensors")
+
+    skipping = config.replace("run", nan="skip", output_dir=str(tmp_path / "skip"))
+    summary = train(skipping, show_progress=False)
+    assert summary.steps == 12 and summary.skipped_steps >= 1
