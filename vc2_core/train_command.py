@@ -67,6 +67,8 @@ def _train(args: argparse.Namespace) -> int:
     except NonFiniteLoss as error:
         print(f"vc2 train: stopped: {error}", file=sys.stderr)
         return 2
+    if not summary.main_process:
+        return 0 if summary.parameters_identical else 3
     per_step = summary.seconds / max(summary.steps, 1)
     print(f"vc2 train: {summary.steps} steps done ({summary.seconds:.1f} s this run, {per_step:.2f} s/step); "
           f"last loss {summary.last_loss:.4f}; checkpoint {summary.final_checkpoint}")

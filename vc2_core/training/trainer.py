@@ -80,6 +80,7 @@ class TrainSummary:
     skipped_steps: int  # steps skipped for a non-finite loss (run.nan: skip)
     parameters_identical: bool  # the trained parameters are identical on every process
     last_loss: float
+    main_process: bool  # this process reports the run (the others stay quiet)
 
 
 def train(config: TrainConfig, *, resume: str | None = None, show_progress: bool = True) -> TrainSummary:
@@ -141,9 +142,13 @@ def train(config: TrainConfig, *, resume: str | None = None, show_progress: bool
     final = loop.last_checkpoint
     reports = _gather_reports(accelerator, sources)
     identical = _identical_across_processes(accelerator, trainable)
+    # Free the DDP wrapper while the process group is still registered: if its reducer held the
+    # group's last reference, the group's destructor (joining gloo's threads) could deadlock on the GIL.
+    del loop, unet, optimizer
+    accelerator.free_memory()
     accelerator.end_training()
     summary = TrainSummary(out, progress["step"], seconds, final, reports.summary(), progress["skipped_steps"],
-                           identical, last_loss)
+                           identical, last_loss, main)
     if main:
         record = dataclasses.asdict(summary) | {
             "output_dir": str(out), "final_checkpoint": str(final) if final else None,
