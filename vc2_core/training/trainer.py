@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from .data import (
     draw_generator,
     read_image_index,
     read_video_index,
+    stable_seed,
 )
 from .ema import EMA
 from .latent_cache import LatentCache
@@ -322,7 +324,7 @@ class _Loop:
             batch = make(source.name, drawn, source.pack)
             last = micro == accumulation - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(self.unet):
-                with accelerator.autocast():
+                with self._dropout_rng(micro_index), accelerator.autocast():
                     loss = self._loss(batch)
                 if not self._finite_everywhere(loss):
                     return self._non_finite(loss, source.name, batch)
@@ -339,6 +341,18 @@ class _Loop:
             self.ema.update()
         mean_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
         return mean_loss, "+".join(sorted(set(kinds))), grad_norm
+
+    @contextlib.contextmanager
+    def _dropout_rng(self, micro_index: int) -> Iterator[None]:
+        """The global RNG, which dropout draws from (the temporal convolutions' 0.1 is hard-coded in the
+        official ResBlock), seeded by (seed, micro-batch, process) inside the block and restored after it:
+        runs are reproducible and resume exactly, whatever ran before in the process."""
+        device = self.accelerator.device
+        devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(stable_seed(self.config.run.seed, "dropout", micro_index, self.accelerator.process_index))
+            yield
 
     def _loss(self, batch: TrainBatch) -> Tensor:
         return diffusion_loss(self.unet, self.model.schedule, batch.latents, batch.context, batch.fps, None,
