@@ -200,3 +200,13 @@ def test_checkpoint_written_as_ckpt_loads_like_the_official_code_would(media, ba
     official = torch.load(folder / "model.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     ours, _ = read_checkpoint(folder / "model.safetensors")
     assert official.keys() == ours.keys() and all(torch.equal(official[k], ours[k]) for k in ours)
+
+
+def test_bf16_mixed_precision_keeps_float32_master_weights(media, base_checkpoint, tmp_path):
+    config = config_for("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
+                        run={"max_steps": 2, "mixed_precision": "bf16"}, checkpoint={"every": 2})
+    summary = train(config, show_progress=False)
+    assert torch.isfinite(torch.tensor(summary.last_loss))
+    trained, start = load_file(summary.final_checkpoint / "model.safetensors"), load_file(base_checkpoint)
+    assert {v.dtype for v in trained.values()} == {torch.float32}
+    assert any(not torch.equal(trained[k], start[k]) for k in trained if k.startswith(UNET_PREFIX))
