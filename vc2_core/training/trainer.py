@@ -87,6 +87,17 @@ class TrainSummary:
 
 def train(config: TrainConfig, *, resume: str | None = None, show_progress: bool = True) -> TrainSummary:
     """Run (or resume: ``"auto"`` or a checkpoint folder) the training a config describes."""
+    from accelerate.state import AcceleratorState
+
+    try:
+        return _train(config, resume, show_progress)
+    finally:
+        # accelerate keeps its settings (mixed precision, ...) in a process-wide state that refuses to change;
+        # clearing it when a run ends lets one process (ComfyUI, a test session) run trainings one after another.
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _train(config: TrainConfig, resume: str | None, show_progress: bool) -> TrainSummary:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
