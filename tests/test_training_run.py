@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_media import make_images, make_videos
+from tiny_media import make_images, make_videos, media_config
 
 from vc2_core.checkpoint import load_checkpoint, read_checkpoint
 from vc2_core.config import preset
@@ -24,7 +24,6 @@ from vc2_core.keys import UNET_PREFIX
 from vc2_core.model import split_official_state_dict
 from vc2_core.modules import UNetModel
 from vc2_core.parameter_groups import Group, classify_unet_parameters
-from vc2_core.training.config import load_config
 from vc2_core.training.trainer import NonFiniteLoss, train
 from vc2_core.video_io import read_video
 
@@ -36,14 +35,6 @@ CONFIGS = ROOT / "trainers" / "configs"
 def media(tmp_path_factory):
     base = tmp_path_factory.mktemp("media")
     return {"videos": make_videos(base / "videos"), "images": make_images(base / "images")}
-
-
-def tiny_config(name: str, out: Path, media: dict, **sections):
-    overrides = {"run": {"output_dir": str(out)}, "videos": {"index": str(media["videos"])},
-                 "images": {"index": str(media["images"])}}
-    for section, values in sections.items():
-        overrides.setdefault(section, {}).update(values)
-    return load_config(CONFIGS / name, overrides)
 
 
 def unet_tensors(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -62,7 +53,7 @@ def groups_of(unet_state_names) -> dict[str, Group]:
 @pytest.fixture(scope="module")
 def stage1(media, tmp_path_factory):
     out = tmp_path_factory.mktemp("stage1")
-    config = tiny_config("tiny_stage1.yaml", out, media, run={"max_steps": 6}, checkpoint={"every": 3})
+    config = media_config("tiny_stage1.yaml", out, media, run={"max_steps": 6}, checkpoint={"every": 3})
     return train(config, show_progress=False)
 
 
@@ -95,7 +86,7 @@ def test_a_trained_checkpoint_is_an_official_layout_model_that_samples(stage1, t
 
 def test_stage2_changes_only_spatial_tensors(stage1, media, tmp_path):
     base = stage1.final_checkpoint / "model.safetensors"
-    config = tiny_config("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base)},
+    config = media_config("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base)},
                          run={"max_steps": 3}, checkpoint={"every": 3})
     summary = train(config, show_progress=False)
     before, after = unet_tensors(base), unet_tensors(summary.final_checkpoint / "model.safetensors")
@@ -111,7 +102,7 @@ def test_stage2_changes_only_spatial_tensors(stage1, media, tmp_path):
 
 def test_partial_stage_leaves_spatial_tensors_identical(stage1, media, tmp_path):
     base = stage1.final_checkpoint / "model.safetensors"
-    config = tiny_config("tiny_stage1.yaml", tmp_path / "run", media, model={"checkpoint": str(base), "preset": None},
+    config = media_config("tiny_stage1.yaml", tmp_path / "run", media, model={"checkpoint": str(base), "preset": None},
                          stage={"name": "partial"}, run={"max_steps": 2}, checkpoint={"every": 2})
     summary = train(config, show_progress=False)
     before, after = unet_tensors(base), unet_tensors(summary.final_checkpoint / "model.safetensors")
@@ -183,7 +174,7 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(media, 
 
 
 def test_non_finite_loss_stops_with_the_last_checkpoint_intact(media, tmp_path):
-    config = tiny_config("tiny_stage1.yaml", tmp_path / "run", media, run={"max_steps": 12},
+    config = media_config("tiny_stage1.yaml", tmp_path / "run", media, run={"max_steps": 12},
                          optim={"lr": 1e30, "max_grad_norm": None}, checkpoint={"every": 1, "keep_last": 20})
     with pytest.raises(NonFiniteLoss, match=r"the loss is (nan|inf).*last good checkpoint is .*step-0000000\d"):
         train(config, show_progress=False)

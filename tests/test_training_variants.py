@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_media import make_images, make_videos
+from tiny_media import make_images, make_videos, media_config
 
 from vc2_core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from vc2_core.config import preset
@@ -20,7 +20,6 @@ from vc2_core.keys import UNET_PREFIX
 from vc2_core.model import VideoCrafter
 from vc2_core.parameter_groups import Group, classify_unet_parameters
 from vc2_core.random_weights import zero_initialized_layers
-from vc2_core.training.config import load_config
 from vc2_core.training.lora import load_lora, read_lora
 from vc2_core.training.spatial_init import load_spatial_weights
 from vc2_core.training.trainer import train
@@ -33,14 +32,6 @@ CONFIGS = Path(__file__).resolve().parents[1] / "trainers" / "configs"
 def media(tmp_path_factory):
     base = tmp_path_factory.mktemp("media")
     return {"videos": make_videos(base / "videos", broken=False), "images": make_images(base / "images")}
-
-
-def config_for(name: str, out: Path, media: dict, **sections):
-    overrides = {"run": {"output_dir": str(out)}, "videos": {"index": str(media["videos"])},
-                 "images": {"index": str(media["images"])}}
-    for section, values in sections.items():
-        overrides.setdefault(section, {}).update(values)
-    return load_config(CONFIGS / name, overrides)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +47,7 @@ def base_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("stage", ["spa-lora", "temp-lora"])
 def test_lora_stage_saves_adapters_that_merge_into_a_checkpoint(stage, media, base_checkpoint, tmp_path):
-    config = config_for("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
+    config = media_config("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
                         stage={"name": stage, "lora_rank": 2},
                         run={"max_steps": 2}, checkpoint={"every": 2}, images={"mode": "pack"}, videos={"frames": 4})
     summary = train(config, show_progress=False)
@@ -92,7 +83,7 @@ def test_latent_cache_trains_the_same_items(media, base_checkpoint, tmp_path):
     info = json.loads((cache / "cache.json").read_text())
     assert info["kinds"]["images"]["count"] == 6 and info["skipped"]["counts"] == {"unreadable": 1}
     assert "unreadable 1" in built.stdout
-    config = config_for("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
+    config = media_config("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
                         data={"cache": str(cache)}, run={"max_steps": 3}, checkpoint={"every": 3})
     summary = train(config, show_progress=False)
     assert summary.steps == 3 and torch.isfinite(torch.tensor(summary.last_loss))
@@ -101,7 +92,7 @@ def test_latent_cache_trains_the_same_items(media, base_checkpoint, tmp_path):
 
 
 def test_ema_and_validation_videos(media, base_checkpoint, tmp_path):
-    config = config_for("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
+    config = media_config("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
                         run={"max_steps": 2}, checkpoint={"every": 2}, optim={"ema_decay": 0.9},
                         validation={"every": 2, "prompts": ["a red square", "a blue square"], "steps": 2,
                                     "frames": 4})
@@ -122,11 +113,11 @@ def test_ema_and_validation_videos(media, base_checkpoint, tmp_path):
 def test_resume_restores_ema_and_continues(media, base_checkpoint, tmp_path):
     # a 3-step warm-up spans the resume: a scheduler restarted from scratch would give other learning rates
     settings = {"model": {"checkpoint": str(base_checkpoint)}, "optim": {"ema_decay": 0.9, "warmup_steps": 3}}
-    straight = train(config_for("tiny_stage2.yaml", tmp_path / "a", media, run={"max_steps": 4},
+    straight = train(media_config("tiny_stage2.yaml", tmp_path / "a", media, run={"max_steps": 4},
                                 checkpoint={"every": 2}, **settings), show_progress=False)
-    train(config_for("tiny_stage2.yaml", tmp_path / "b", media, run={"max_steps": 2}, checkpoint={"every": 2},
+    train(media_config("tiny_stage2.yaml", tmp_path / "b", media, run={"max_steps": 2}, checkpoint={"every": 2},
                      **settings), show_progress=False)
-    resumed = train(config_for("tiny_stage2.yaml", tmp_path / "b", media, run={"max_steps": 4},
+    resumed = train(media_config("tiny_stage2.yaml", tmp_path / "b", media, run={"max_steps": 4},
                                checkpoint={"every": 2}, **settings), resume="auto", show_progress=False)
     for name in ("model.safetensors", "model-ema.safetensors"):
         a, b = load_file(straight.final_checkpoint / name), load_file(resumed.final_checkpoint / name)
@@ -136,7 +127,7 @@ def test_resume_restores_ema_and_continues(media, base_checkpoint, tmp_path):
 
 
 def test_a_fresh_start_into_a_used_folder_is_refused(media, base_checkpoint, tmp_path):
-    config = config_for("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
+    config = media_config("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
                         run={"max_steps": 1}, checkpoint={"every": 1})
     train(config, show_progress=False)
     with pytest.raises(ValueError, match="already holds checkpoints.*--resume auto"):
@@ -184,7 +175,7 @@ def _saved(state: dict, path: Path) -> Path:
 def test_loss_falls_on_tiny_media(media, base_checkpoint, tmp_path):
     """Stage 2 on six images, lr 2e-3, 30 steps, fixed seed: the mean loss of the last 10 steps is below
     0.8x the first 10 (measured on a 2-core CPU: 0.672 -> 0.206, 0.31x)."""
-    config = config_for("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
+    config = media_config("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
                         run={"max_steps": 30}, checkpoint={"every": 30}, optim={"lr": 2e-3},
                         data={"caption_dropout": 0.0})
     train(config, show_progress=False)
@@ -194,7 +185,7 @@ def test_loss_falls_on_tiny_media(media, base_checkpoint, tmp_path):
 
 
 def test_checkpoint_written_as_ckpt_loads_like_the_official_code_would(media, base_checkpoint, tmp_path):
-    config = config_for("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
+    config = media_config("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
                         run={"max_steps": 1}, checkpoint={"every": 1, "formats": ["safetensors", "ckpt"]})
     folder = train(config, show_progress=False).final_checkpoint
     official = torch.load(folder / "model.ckpt", map_location="cpu", weights_only=True)["state_dict"]
@@ -203,7 +194,7 @@ def test_checkpoint_written_as_ckpt_loads_like_the_official_code_would(media, ba
 
 
 def test_bf16_mixed_precision_keeps_float32_master_weights(media, base_checkpoint, tmp_path):
-    config = config_for("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
+    config = media_config("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
                         run={"max_steps": 2, "mixed_precision": "bf16"}, checkpoint={"every": 2})
     summary = train(config, show_progress=False)
     assert torch.isfinite(torch.tensor(summary.last_loss))

@@ -7,7 +7,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vc2_core.training.config import TrainConfig, load_config
 from vc2_core.video_io import write_video
+
+CONFIGS = Path(__file__).resolve().parents[1] / "trainers" / "configs"
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
 
@@ -53,3 +56,12 @@ def make_images(folder: Path, *, count: int = 6, broken: bool = True) -> Path:
         (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
         (folder / "broken.txt").write_text("a broken image")
     return folder
+
+
+def media_config(name: str, out: Path, media: dict, **sections: dict) -> TrainConfig:
+    """The shipped config ``name`` writing to ``out``, on the ``media`` folders, with sections' fields overridden."""
+    overrides = {"run": {"output_dir": str(out)}, "videos": {"index": str(media["videos"])},
+                 "images": {"index": str(media["images"])}}
+    for section, values in sections.items():
+        overrides.setdefault(section, {}).update(values)
+    return load_config(CONFIGS / name, overrides)

@@ -125,13 +125,7 @@ def read_video_index(path: str | Path, root: str | Path | None = None) -> tuple[
 
     Relative paths of an index point into ``root`` (default: the index's folder); a folder lists its own files.
     """
-    path = Path(path)
-    if path.is_dir():
-        found, skipped = _scan_folder(path, VIDEO_SUFFIXES)
-        return _non_empty([VideoEntry(p, c) for p, c in found], skipped, path, "videos")
-    base = Path(root) if root is not None else path.parent
-    entries, skipped = _entries(_read_rows(path, video=True), lambda row: _video_entry(row, base))
-    return _non_empty(entries, skipped, path, "videos")
+    return _read_index(Path(path), root, VIDEO_SUFFIXES, VideoEntry, _video_entry, "videos")
 
 
 def read_image_index(path: str | Path, root: str | Path | None = None) -> tuple[list[ImageEntry], list[Skipped]]:
@@ -139,13 +133,17 @@ def read_image_index(path: str | Path, root: str | Path | None = None) -> tuple[
 
     Relative paths of an index point into ``root`` (default: the index's folder); a folder lists its own files.
     """
-    path = Path(path)
+    return _read_index(Path(path), root, IMAGE_SUFFIXES, ImageEntry, _image_entry, "images")
+
+
+def _read_index(path: Path, root: str | Path | None, suffixes: tuple[str, ...], entry: type,
+                from_row: Callable[[dict, Path], object], what: str) -> tuple[list, list[Skipped]]:
     if path.is_dir():
-        found, skipped = _scan_folder(path, IMAGE_SUFFIXES)
-        return _non_empty([ImageEntry(p, c) for p, c in found], skipped, path, "images")
+        found, skipped = _scan_folder(path, suffixes)
+        return _non_empty([entry(p, c) for p, c in found], skipped, path, what)
     base = Path(root) if root is not None else path.parent
-    entries, skipped = _entries(_read_rows(path, video=False), lambda row: _image_entry(row, base))
-    return _non_empty(entries, skipped, path, "images")
+    entries, skipped = _entries(_read_rows(path, video=what == "videos"), lambda row: from_row(row, base))
+    return _non_empty(entries, skipped, path, what)
 
 
 def _scan_folder(folder: Path, suffixes: tuple[str, ...]) -> tuple[list[tuple[Path, str]], list[Skipped]]:
