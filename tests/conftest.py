@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,13 @@ import torch
 from vc2_core.config import UNetConfig, preset
 from vc2_core.modules import UNetModel
 from vc2_core.random_weights import randomize_zero_initialized
+
+
+def pytest_configure(config) -> None:
+    """Without CUDA, Triton kernels run under the Triton interpreter; it must be chosen before they are defined."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REFERENCE = SHARED / "reference"

@@ -11,12 +11,23 @@ Backends:
 - ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient /
   cuDNN / math kernels chosen by PyTorch); the default on every device.
 - ``xformers``: ``xformers.ops.memory_efficient_attention``; CUDA only, when installed.
+- ``triton``: the project's fused short-sequence kernel (:mod:`vc2_core.kernels.temporal_attention`)
+  for self-attention over at most 64 positions with head dims up to 128, and SDPA for the
+  calls it does not cover (so a whole UNet can be set to it); CUDA, or the CPU under
+  ``TRITON_INTERPRET=1``; needs Triton installed.
+
+``auto`` (:data:`AUTO_RULE`) picks ``triton`` for short self-attention (the temporal layers) on
+CUDA in fp16/bf16 when Triton is installed, and ``sdpa`` for everything else. Choosing a
+backend: the ``backend`` argument here, ``unet.set_attention_backend(name)``, the CLI's
+``--attention``, the training config's ``model.attention``, the ComfyUI loader's ``attention``
+input; the environment variable ``VC2_ATTENTION`` sets the default of layers when they are built.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,6 +93,35 @@ def _xformers_unsupported(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> str 
     return None
 
 
+def _kernel_module():
+    return importlib.import_module("vc2_core.kernels.temporal_attention")
+
+
+def _triton(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
+    """The fused kernel where it applies (short self-attention), SDPA for the other calls of a UNet."""
+    kernel = _kernel_module()
+    if kernel.unsupported_reason(q, k, v) is None:
+        return kernel.temporal_attention(q, k, v, causal)
+    return _sdpa(q, k, v, causal)
+
+
+def _triton_unsupported(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> str | None:
+    if q.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return f"the Triton kernel runs on CUDA tensors (got {q.device.type}; TRITON_INTERPRET=1 runs it on the CPU)"
+    if not triton_installed():
+        return "Triton is not installed (it comes with PyTorch's CUDA builds; pip install triton)"
+    return None
+
+
+_TRITON_INSTALLED: list[bool] = []  # memo of a fact that cannot change while the process runs
+
+
+def triton_installed() -> bool:
+    if not _TRITON_INSTALLED:
+        _TRITON_INSTALLED.append(importlib.util.find_spec("triton") is not None)
+    return _TRITON_INSTALLED[0]
+
+
 _REGISTRY: dict[str, Backend] = {}
 
 
@@ -93,6 +133,12 @@ def register_backend(backend: Backend) -> None:
 register_backend(Backend("math", _math, _math_unsupported))
 register_backend(Backend("sdpa", _sdpa, _sdpa_unsupported))
 register_backend(Backend("xformers", _xformers, _xformers_unsupported))
+register_backend(Backend("triton", _triton, _triton_unsupported))
+
+# Longest self-attention ``auto`` sends to the Triton kernel (measured: docs/benchmarks.md).
+AUTO_TRITON_MAX_SEQ = 64
+AUTO_RULE = (f"triton for self-attention of at most {AUTO_TRITON_MAX_SEQ} positions on CUDA in fp16/bf16 "
+             "when Triton is installed and the kernel supports the head dim; sdpa otherwise")
 
 
 def backend_names() -> tuple[str, ...]:
@@ -106,10 +152,29 @@ def check_backend_name(name: str) -> str:
     return name
 
 
+def default_backend() -> str:
+    """The backend layers start with: ``VC2_ATTENTION`` from the environment, else ``auto``."""
+    name = os.environ.get("VC2_ATTENTION", AUTO)
+    if name != AUTO and name not in _REGISTRY:
+        raise ValueError(f"VC2_ATTENTION={name!r} is not an attention backend; "
+                         f"choose one of {', '.join(backend_names())}")
+    return name
+
+
+def _auto(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Backend:
+    short_self_attention = q.shape == k.shape and q.shape[1] <= AUTO_TRITON_MAX_SEQ
+    if (q.device.type == "cuda" and q.dtype in (torch.float16, torch.bfloat16) and short_self_attention
+            and triton_installed() and _kernel_module().unsupported_reason(q, k, v) is None):
+        return _REGISTRY["triton"]
+    return _REGISTRY["sdpa"]
+
+
 def resolve_backend(name: str, q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Backend:
-    """The backend that will run these inputs. ``auto`` is SDPA everywhere (it picks its own kernel)."""
+    """The backend that will run these inputs; ``auto`` follows :data:`AUTO_RULE`."""
     check_backend_name(name)
-    chosen = _REGISTRY["sdpa" if name == AUTO else name]
+    if name == AUTO:
+        return _auto(q, k, v, causal)
+    chosen = _REGISTRY[name]
     reason = chosen.unsupported(q, k, v, causal)
     if reason is not None:
         raise RuntimeError(f"attention backend {chosen.name!r} cannot run here: {reason}")
@@ -155,11 +220,14 @@ def relative_position_attention(q: Tensor, k: Tensor, v: Tensor, rel_k: Tensor, 
 
 __all__ = [
     "AUTO",
+    "AUTO_RULE",
     "Backend",
     "attention",
     "backend_names",
     "check_backend_name",
+    "default_backend",
     "register_backend",
     "relative_position_attention",
     "resolve_backend",
+    "triton_installed",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..attention import AUTO, attention, check_backend_name, relative_position_attention
+from ..attention import attention, check_backend_name, default_backend, relative_position_attention
 
 Tensor = torch.Tensor
 
@@ -57,7 +57,7 @@ class CrossAttention(nn.Module):
                 raise ValueError("relative_position=True needs temporal_length")
             self.relative_position_k = RelativePosition(dim_head, temporal_length)
             self.relative_position_v = RelativePosition(dim_head, temporal_length)
-        self.backend = AUTO
+        self.backend = default_backend()  # VC2_ATTENTION, else auto
 
     def set_backend(self, name: str) -> None:
         self.backend = check_backend_name(name)

@@ -1,0 +1,137 @@
+"""The Triton temporal-attention kernel against the float32 math reference, forward and backward.
+
+On a machine without CUDA the kernel runs under the Triton interpreter (conftest sets
+TRITON_INTERPRET=1 before anything imports Triton). Tolerances are relative L2 errors
+||out - ref|| / ||ref||, with the reference computed in float32 from the same (rounded) inputs:
+float32 1e-5 (IEEE products), float16 2e-3, bfloat16 1e-2 (the probabilities are rounded to the
+input dtype before the second product, as in every flash kernel).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import vc2_core.kernels.temporal_attention as kernel  # Triton is a test dependency
+from vc2_core.attention import attention, resolve_backend
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    assert torch.isfinite(actual).all()
+    if expected.norm() == 0:  # e.g. dq, dk of one-frame attention: softmax over one key is constant
+        return actual.abs().max().item()
+    return ((actual.double() - expected.double()).norm() / expected.double().norm()).item()
+
+
+def inputs(batch: int, frames: int, heads: int, head_dim: int, dtype: torch.dtype, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, frames, heads, head_dim, generator=g).to(DEVICE, dtype).requires_grad_()
+            for _ in range(3)]
+
+
+def check_against_math(q, k, v, causal: bool) -> None:
+    out = kernel.temporal_attention(q, k, v, causal)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(99)).to(out)
+    grads = torch.autograd.grad(out, (q, k, v), grad_out)
+    q32, k32, v32 = (x.detach().float().requires_grad_() for x in (q, k, v))
+    ref = attention(q32, k32, v32, causal=causal, backend="math")
+    ref_grads = torch.autograd.grad(ref, (q32, k32, v32), grad_out.float())
+    tolerance = TOLERANCE[q.dtype]
+    assert out.dtype == q.dtype and out.shape == q.shape
+    assert relative_error(out, ref) < tolerance
+    for name, grad, ref_grad in zip("qkv", grads, ref_grads):
+        assert grad.dtype == q.dtype
+        assert relative_error(grad, ref_grad) < tolerance, f"d{name}"
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", [8, 32, 40, 64])  # tiny configs 8, mid 32, VC2/VC1 64, padded 40
+@pytest.mark.parametrize("frames", [1, 7, 16, 24])
+def test_forward_and_backward_match_math_float32(frames, head_dim, causal):
+    # batch*heads = 15 is not a multiple of the sequences a program takes: the last program is partial
+    check_against_math(*inputs(5, frames, 3, head_dim, torch.float32, seed=frames * head_dim), causal)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("frames, causal", [(7, False), (16, False), (16, True), (24, True), (32, False)])
+def test_forward_and_backward_match_math_half(frames, causal, dtype):
+    check_against_math(*inputs(6, frames, 5, 64, dtype, seed=frames), causal)
+
+
+def test_longest_sequence_and_widest_head():
+    check_against_math(*inputs(2, kernel.MAX_SEQ, 2, 128, torch.float32, seed=3), causal=True)
+
+
+def test_strided_views_of_a_fused_projection():
+    # the layers hand over views: here q, k, v are slices of one (B, L, H, 3D) tensor
+    g = torch.Generator().manual_seed(4)
+    qkv = torch.randn(4, 16, 2, 3 * 32, generator=g).to(DEVICE).requires_grad_()
+    q, k, v = qkv.split(32, dim=-1)
+    assert not q.is_contiguous()
+    check_against_math(q, k, v, causal=False)
+
+
+def test_rows_are_independent():
+    # every (batch, head) sequence is its own problem: changing one leaves the others' outputs alone
+    q, k, v = (x.detach() for x in inputs(9, 16, 2, 32, torch.float32, seed=5))
+    out = kernel.temporal_attention(q, k, v)
+    k2 = k.clone()
+    k2[4, :, 1] += 3.0
+    out2 = kernel.temporal_attention(q, k2, v)
+    changed = (out2 - out).abs().amax(dim=(1, 3)) > 0  # (batch, heads)
+    assert changed[4, 1] and changed.sum() == 1
+
+
+def test_refuses_what_it_cannot_run():
+    q = torch.randn(2, 16, 2, kernel.MAX_HEAD_DIM + 8, device=DEVICE)
+    with pytest.raises(ValueError, match="head dims"):
+        kernel.temporal_attention(q, q, q)
+    long = torch.randn(1, kernel.MAX_SEQ + 1, 1, 64, device=DEVICE)
+    with pytest.raises(ValueError, match="sequences of at most"):
+        kernel.temporal_attention(long, long, long)
+    assert kernel.unsupported_reason(q[:, :4, :, :64], torch.randn(2, 77, 2, 64), torch.randn(2, 77, 2, 64)) is not None
+
+
+def test_triton_backend_runs_the_kernel_where_it_applies_and_sdpa_elsewhere():
+    g = torch.Generator().manual_seed(6)
+    q = torch.randn(3, 16, 2, 32, generator=g)
+    cross_q, text = torch.randn(3, 40, 2, 32, generator=g), torch.randn(3, 77, 2, 32, generator=g)
+    torch.testing.assert_close(attention(q, q, q, backend="triton"), kernel.temporal_attention(q, q, q),
+                               rtol=0, atol=0)
+    torch.testing.assert_close(attention(cross_q, text, text, backend="triton"),
+                               attention(cross_q, text, text, backend="sdpa"), rtol=0, atol=0)
+
+
+def test_auto_rule_on_cpu_is_sdpa():
+    q = torch.randn(3, 16, 2, 64)
+    assert resolve_backend("auto", q, q, q, False).name == "sdpa"
+
+
+def test_everything_works_without_triton():
+    # a fresh interpreter where importing triton fails: auto and sdpa run, triton says why it cannot
+    script = """
+import sys
+sys.modules["triton"] = None  # import triton raises ImportError, find_spec returns None
+import torch
+from vc2_core.attention import attention, triton_installed
+from vc2_core.config import preset
+from vc2_core.modules import UNetModel
+assert not triton_installed()
+q = torch.randn(2, 16, 2, 64)
+attention(q, q, q)
+config = preset("tiny").unet
+UNetModel(config).eval()(torch.randn(1, 4, 2, 8, 8), 10, torch.randn(1, 77, config.context_dim))
+try:
+    attention(q, q, q, backend="triton")
+except RuntimeError as error:
+    print(error)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Triton is not installed" in result.stdout

@@ -1,0 +1,1 @@
+"""Triton kernels. Importing a kernel module needs Triton; the attention dispatch imports them lazily."""
