@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from ..vc2_core.attention import backend_names, default_backend
 from ..vc2_core.checkpoint import load_checkpoint
 
 MODEL_FOLDER = "videocrafter"
@@ -40,11 +41,16 @@ class VC2CheckpointLoader:
             "dtype": (list(DTYPES), {"default": "fp32",
                                      "tooltip": "Weight dtype. fp32 is the released precision; bf16/fp16 halve "
                                                 "the memory on GPUs."}),
+            "attention": (list(backend_names()), {
+                "default": default_backend(),
+                "tooltip": "Attention backend. auto: the Triton temporal kernel on CUDA in bf16/fp16 where it "
+                           "applies, PyTorch SDPA elsewhere. math is the float32 reference."}),
         }}
 
-    def load(self, ckpt_name: str, dtype: str):
+    def load(self, ckpt_name: str, dtype: str, attention: str):
         import folder_paths
 
         path = folder_paths.get_full_path_or_raise(MODEL_FOLDER, ckpt_name)
         model, _ = load_checkpoint(path, dtype=DTYPES[dtype])
+        model.unet.set_attention_backend(attention)
         return (model,)

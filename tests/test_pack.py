@@ -73,5 +73,6 @@ def test_loader_node_loads_a_checkpoint_from_models_videocrafter(tmp_path, monke
     monkeypatch.setitem(sys.modules, "folder_paths", fake_folder_paths(tmp_path))
     loader = load_pack().NODE_CLASS_MAPPINGS["VC2_CheckpointLoader"]
     assert loader.INPUT_TYPES()["required"]["ckpt_name"][0] == ["tiny.safetensors"]
-    (model,) = loader().load("tiny.safetensors", "bf16")
+    (model,) = loader().load("tiny.safetensors", "bf16", "math")
     assert model.config.name == "tiny" and next(model.unet.parameters()).dtype == torch.bfloat16
+    assert {layer.backend for layer in model.unet.modules() if hasattr(layer, "backend")} == {"math"}

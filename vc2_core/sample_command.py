@@ -88,7 +88,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
                    help="weights and compute (default fp32; under fp16 the VAE stays fp32)")
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps")
-    p.add_argument("--attention", choices=backend_names(), default="auto", help="attention backend (default auto)")
+    p.add_argument("--attention", choices=backend_names(),
+                   help="attention backend (default: $VC2_ATTENTION, else auto: the Triton temporal kernel on CUDA "
+                        "in bf16/fp16, SDPA elsewhere)")
     p.add_argument("--context-frames", type=_at_least(1),
                    help="long videos: frames per UNet call (the model's trained length, 16, works best)")
     p.add_argument("--context-overlap", type=_at_least(0),
@@ -186,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
     dtype = DTYPES[args.dtype]
     model = cast_for_inference(build_model(state, info, device="cpu", dtype=dtype), dtype)
     del state
-    model.unet.set_attention_backend(args.attention)
+    if args.attention is not None:
+        model.unet.set_attention_backend(args.attention)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     loaded = time.perf_counter()

@@ -94,7 +94,10 @@ def _xformers_unsupported(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> str 
 
 
 def _kernel_module():
-    return importlib.import_module("vc2_core.kernels.temporal_attention")
+    # an import statement, not importlib: torch.compile traces through it without a graph break
+    from ..kernels import temporal_attention
+
+    return temporal_attention
 
 
 def _triton(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:

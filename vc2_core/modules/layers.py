@@ -18,10 +18,7 @@ class GroupNorm32(nn.GroupNorm):
     """GroupNorm computed in float32 and cast back (official ``GroupNormSpecific``, 32 groups, eps 1e-5)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        wide = at_least_float32(x)
-        weight = None if self.weight is None else self.weight.to(wide.dtype)
-        bias = None if self.bias is None else self.bias.to(wide.dtype)
-        return F.group_norm(wide, self.num_groups, weight, bias, self.eps).to(x.dtype)
+        return float32_group_norm(x, self).to(x.dtype)
 
 
 def zero_module(module: nn.Module) -> nn.Module:
@@ -43,17 +40,14 @@ def pointwise(layer: nn.Linear | nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
     return F.linear(x, weight, layer.bias)
 
 
-def frame_group_norm(x: Tensor, num_frames: int, norm: nn.GroupNorm) -> Tensor:
-    """GroupNorm of a video stored as ``((b t), c, h, w)`` with statistics pooled over all t frames.
+def float32_group_norm(x: Tensor, norm: nn.GroupNorm) -> Tensor:
+    """``norm`` computed in float32 (or float64) whatever x's dtype, returned in that wide dtype.
 
-    Equals ``norm`` applied to the 5-D ``(b, c, t, h, w)`` tensor (official TemporalTransformer),
-    without materialising that layout. Returns ``((b t), c, h, w)``.
+    GroupNorm pools each group over every axis after the channels, so on a ``(b, c, t, h, w)``
+    video (or its ``(b, c, t, h*w)`` view) the statistics cover all frames, as the official
+    temporal layers compute them.
     """
-    n, c, h, w = x.shape
-    b, g = n // num_frames, norm.num_groups
-    groups = at_least_float32(x).view(b, num_frames, g, c // g, h, w)
-    var, mean = torch.var_mean(groups, dim=(1, 3, 4, 5), keepdim=True, unbiased=False)
-    y = ((groups - mean) * torch.rsqrt(var + norm.eps)).view(n, c, h, w)
-    if norm.affine:
-        y = y * norm.weight.to(y.dtype).view(1, c, 1, 1) + norm.bias.to(y.dtype).view(1, c, 1, 1)
-    return y.to(x.dtype)
+    wide = at_least_float32(x)
+    weight = None if norm.weight is None else norm.weight.to(wide.dtype)
+    bias = None if norm.bias is None else norm.bias.to(wide.dtype)
+    return F.group_norm(wide, norm.num_groups, weight, bias, norm.eps)

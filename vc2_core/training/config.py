@@ -31,6 +31,7 @@ from pathlib import Path
 import tomllib
 import yaml
 
+from ..attention import backend_names
 from .stages import get_stage
 
 
@@ -54,7 +55,7 @@ class ModelSection:
     preset: str | None = None  # or: random weights of this preset (tests, demos)
     spatial_init: str | None = None  # an image-model checkpoint (SD 2.1 layout) for the spatial weights
     gradient_checkpointing: bool | None = None  # None: the checkpoint's own use_checkpoint
-    attention: str = "auto"
+    attention: str | None = None  # None: VC2_ATTENTION from the environment, else auto
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,8 @@ def check_config(config: TrainConfig) -> list[str]:
     need(run.nan in ("stop", "skip"), "run.nan must be stop or skip")
     need((model.checkpoint is None) != (model.preset is None),
          "model: give exactly one of checkpoint (weights to start from) or preset (random weights)")
+    need(model.attention is None or model.attention in backend_names(),
+         f"model.attention must be one of {', '.join(backend_names())}")
     try:
         stage = get_stage(config.stage.name)
     except ValueError as error:

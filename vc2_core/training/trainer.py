@@ -187,7 +187,8 @@ def build_training_model(config: TrainConfig) -> VideoCrafter:
             load_spatial_weights(model, section.spatial_init)
     if section.gradient_checkpointing is not None:
         model.unet.set_gradient_checkpointing(section.gradient_checkpointing)
-    model.unet.set_attention_backend(section.attention)
+    if section.attention is not None:
+        model.unet.set_attention_backend(section.attention)
     return model
 
 
