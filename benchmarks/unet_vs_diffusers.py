@@ -3,6 +3,7 @@
     python benchmarks/unet_vs_diffusers.py       # CPU, fp32, mid config -> results/unet_vs_diffusers_cpu.json
     python benchmarks/unet_vs_diffusers.py --device cuda --dtype bfloat16 --preset vc2-512 \
         --frames 16 --height 40 --width 64
+    python benchmarks/unet_vs_diffusers.py --mode train   # training step: forward + loss + backward
 
 Both networks are built in one process from fixed seeds (random weights, every zero-initialised
 output layer randomised), put in eval mode, and timed under torch.no_grad with the calls
@@ -60,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import statistics
 from pathlib import Path
@@ -175,6 +177,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
+    parser.add_argument("--mode", choices=["forward", "train"], default="forward",
+                        help="forward: eval + no_grad; train: train mode, forward + loss + backward (gradients "
+                             "of every parameter, freed after each call; the optimizer step is the same for both)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.threads:
@@ -236,15 +241,25 @@ def main() -> None:
 
     contenders = {f"ours_{backend}": backend for backend in args.backends} | {"diffusers": None}
 
+    def training_step(run):
+        def step():
+            run().float().square().mean().backward()
+            for module in (ours, theirs):
+                module.zero_grad(set_to_none=True)
+        return step
+
     def call(name: str):
         backend = contenders[name]
-        if backend is None:
-            return run_theirs
-        ours.set_attention_backend(backend)
-        return run_ours
+        run = run_theirs if backend is None else run_ours
+        if backend is not None:
+            ours.set_attention_backend(backend)
+        return training_step(run) if args.mode == "train" else run
 
+    if args.mode == "train":
+        ours.train()
+        theirs.train()
     samples = {name: [] for name in contenders}
-    with torch.no_grad():
+    with torch.no_grad() if args.mode == "forward" else contextlib.nullcontext():
         for _ in range(args.warmup):
             for name in contenders:
                 time_call(call(name), warmup=0, repeats=1, device=args.device)
@@ -269,7 +284,8 @@ def main() -> None:
               + (f"  ours/diffusers {ratio:.3f} (median of per-round ratios {paired[name + '/diffusers']:.3f})"
                  if ratio is not None else f"  [{', '.join(processors)}]"))
 
-    out = args.out or Path(__file__).parent / "results" / f"unet_vs_diffusers_{args.device.split(':')[0]}.json"
+    suffix = "" if args.mode == "forward" else "_train"
+    out = args.out or Path(__file__).parent / "results" / f"unet_vs_diffusers_{args.device.split(':')[0]}{suffix}.json"
     import diffusers
 
     write_result(out, {
@@ -280,7 +296,7 @@ def main() -> None:
         "diffusers_attention_processors": processors,
         "input": {"batch": args.batch, "frames": args.frames, "latent_height": args.height,
                   "latent_width": args.width, "text_tokens": TEXT_TOKENS, "dtype": args.dtype,
-                  "device": args.device},
+                  "device": args.device, "mode": args.mode},
         "params": {"ours": params_ours, "diffusers": params_theirs, "ours_minus_diffusers": params_ours - params_theirs,
                    "shapes_only_in_ours": [list(s) for s in only_ours],
                    "shapes_only_in_diffusers": [list(s) for s in only_theirs]},

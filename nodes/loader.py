@@ -43,8 +43,8 @@ class VC2CheckpointLoader:
                                                 "the memory on GPUs."}),
             "attention": (list(backend_names()), {
                 "default": default_backend(),
-                "tooltip": "Attention backend. auto: the Triton temporal kernel on CUDA in bf16/fp16 where it "
-                           "applies, PyTorch SDPA elsewhere. math is the float32 reference."}),
+                "tooltip": "Attention backend. auto: the Triton temporal kernel on CUDA in bf16/fp16 inference, "
+                           "PyTorch SDPA elsewhere (and for training). math is the float32 reference."}),
         }}
 
     def load(self, ckpt_name: str, dtype: str, attention: str):

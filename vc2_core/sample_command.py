@@ -90,7 +90,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--attention", choices=backend_names(),
                    help="attention backend (default: $VC2_ATTENTION, else auto: the Triton temporal kernel on CUDA "
-                        "in bf16/fp16, SDPA elsewhere)")
+                        "in bf16/fp16 inference, SDPA elsewhere)")
     p.add_argument("--context-frames", type=_at_least(1),
                    help="long videos: frames per UNet call (the model's trained length, 16, works best)")
     p.add_argument("--context-overlap", type=_at_least(0),

@@ -17,7 +17,8 @@ Backends:
   ``TRITON_INTERPRET=1``; needs Triton installed.
 
 ``auto`` (:data:`AUTO_RULE`) picks ``triton`` for short self-attention (the temporal layers) on
-CUDA in fp16/bf16 when Triton is installed, and ``sdpa`` for everything else. Choosing a
+CUDA in fp16/bf16 in inference when Triton is installed, and ``sdpa`` for everything else,
+training included. Choosing a
 backend: the ``backend`` argument here, ``unet.set_attention_backend(name)``, the CLI's
 ``--attention``, the training config's ``model.attention``, the ComfyUI loader's ``attention``
 input; the environment variable ``VC2_ATTENTION`` sets the default of layers when they are built.
@@ -141,7 +142,8 @@ register_backend(Backend("triton", _triton, _triton_unsupported))
 # Longest self-attention ``auto`` sends to the Triton kernel (measured: docs/benchmarks.md).
 AUTO_TRITON_MAX_SEQ = 64
 AUTO_RULE = (f"triton for self-attention of at most {AUTO_TRITON_MAX_SEQ} positions on CUDA in fp16/bf16 "
-             "when Triton is installed and the kernel supports the head dim; sdpa otherwise")
+             "without gradients (inference) when Triton is installed and the kernel supports the head dim; "
+             "sdpa otherwise (training: a VC2-512 step is faster with SDPA's backward on an H100)")
 
 
 def backend_names() -> tuple[str, ...]:
@@ -166,7 +168,9 @@ def default_backend() -> str:
 
 def _auto(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Backend:
     short_self_attention = q.shape == k.shape and q.shape[1] <= AUTO_TRITON_MAX_SEQ
-    if (q.device.type == "cuda" and q.dtype in (torch.float16, torch.bfloat16) and short_self_attention
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if (not needs_grad and q.device.type == "cuda" and q.dtype in (torch.float16, torch.bfloat16)
+            and short_self_attention
             and triton_installed() and _kernel_module().unsupported_reason(q, k, v) is None):
         return _REGISTRY["triton"]
     return _REGISTRY["sdpa"]
