@@ -47,12 +47,15 @@ def unsupported_reason(q: Tensor, k: Tensor, v: Tensor) -> str | None:
     return None
 
 
-def launch_config(rows: int, seq: int, dim: int) -> tuple[int, int]:
+def launch_config(rows: int, seq: int, dim: int, fill_gpu: bool = True) -> tuple[int, int]:
     """(sequences per program, warps) for ``rows`` = batch*heads sequences padded to (seq, dim).
 
-    At most 8K elements per (GROUP, SEQ, DIM) block, and GROUP small enough to give the GPU's
-    SMs several programs each (benchmarks/kernel_sweep.py measured the choices on an H100).
+    At most 8K elements per (GROUP, SEQ, DIM) block, and, with ``fill_gpu``, GROUP small enough to
+    give the GPU's SMs several programs each (benchmarks/kernel_sweep.py measured the choices on an
+    H100). Triton's interpreter runs programs one after another, so there the blocks stay large.
     """
+    if not fill_gpu:  # the interpreter: fewer, larger programs (numpy on whole blocks)
+        return max(1, min(64, 65536 // (seq * dim))), 4
     group = max(1, min(8, 8192 // (seq * dim)))
     while group > 1 and rows // group < 2048:
         group //= 2
@@ -141,12 +144,13 @@ def _launch_args(q: Tensor, config: tuple[int, int] | None) -> dict:
     batch, length, heads, head_dim = q.shape
     seq = max(16, triton.next_power_of_2(length))
     dim = max(16, triton.next_power_of_2(head_dim))
-    group, warps = config or launch_config(batch * heads, seq, dim)
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    group, warps = config or launch_config(batch * heads, seq, dim, fill_gpu=not interpreted)
     return {
         "BH": batch * heads, "H": heads, "L": length, "D": head_dim, "scale": head_dim ** -0.5,
         "GROUP": group, "SEQ": seq, "DIM": dim, "num_warps": warps,
         "PRECISION": "ieee" if q.dtype == torch.float32 else "tf32",  # tf32 is ignored for 16-bit inputs
-        "UPCAST": q.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1",
+        "UPCAST": q.dtype == torch.bfloat16 and interpreted,
     }
 
 
