@@ -17,6 +17,7 @@ import torch
 
 import vc2_core.kernels.temporal_attention as kernel  # Triton is a test dependency
 from vc2_core.attention import attention, resolve_backend
+from vc2_core.attention.dispatch import auto_prefers_triton
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
@@ -126,6 +127,19 @@ def test_triton_backend_runs_the_kernel_where_it_applies_and_sdpa_elsewhere():
 def test_auto_rule_on_cpu_is_sdpa():
     q = torch.randn(3, 16, 2, 64)
     assert resolve_backend("auto", q, q, q, False).name == "sdpa"
+
+
+@pytest.mark.parametrize("device, dtype, q_shape, k_shape, needs_grad, expected", [
+    ("cuda", torch.bfloat16, (5120, 16, 5, 64), (5120, 16, 5, 64), False, True),  # temporal, inference
+    ("cuda", torch.float16, (40, 64, 20, 64), (40, 64, 20, 64), False, True),  # 64 positions: still short
+    ("cuda", torch.bfloat16, (5120, 16, 5, 64), (5120, 16, 5, 64), True, False),  # training: SDPA's backward
+    ("cuda", torch.float32, (5120, 16, 5, 64), (5120, 16, 5, 64), False, False),  # fp32
+    ("cuda", torch.bfloat16, (32, 2560, 5, 64), (32, 2560, 5, 64), False, False),  # spatial self-attention
+    ("cuda", torch.bfloat16, (32, 16, 5, 64), (32, 77, 5, 64), False, False),  # cross-attention
+    ("cpu", torch.bfloat16, (5120, 16, 5, 64), (5120, 16, 5, 64), False, False),
+])
+def test_auto_rule(device, dtype, q_shape, k_shape, needs_grad, expected):
+    assert auto_prefers_triton(device, dtype, q_shape, k_shape, needs_grad) is expected
 
 
 def test_everything_works_without_triton():
