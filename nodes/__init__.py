@@ -1,8 +1,33 @@
-"""ComfyUI nodes of the vc2 pack: thin wrappers that validate inputs and call one vc2_core function."""
+"""ComfyUI nodes of the vc2 pack: thin wrappers that validate inputs and call vc2_core."""
 
+from .decode import VC2VAEDecode
+from .finetune import VC2SpatialFineTune
+from .latent import VC2EmptyVideoLatent
 from .loader import VC2CheckpointLoader
+from .lora import VC2LoraLoader
+from .sampler import VC2Sampler
+from .save_video import VC2SaveVideo
+from .text_encode import VC2TextEncode
 
-NODE_CLASS_MAPPINGS = {"VC2_CheckpointLoader": VC2CheckpointLoader}
-NODE_DISPLAY_NAME_MAPPINGS = {"VC2_CheckpointLoader": "Load VideoCrafter Checkpoint"}
+NODE_CLASS_MAPPINGS = {
+    "VC2_CheckpointLoader": VC2CheckpointLoader,
+    "VC2_TextEncode": VC2TextEncode,
+    "VC2_EmptyVideoLatent": VC2EmptyVideoLatent,
+    "VC2_Sampler": VC2Sampler,
+    "VC2_VAEDecode": VC2VAEDecode,
+    "VC2_SaveVideo": VC2SaveVideo,
+    "VC2_LoraLoader": VC2LoraLoader,
+    "VC2_SpatialFineTune": VC2SpatialFineTune,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "VC2_CheckpointLoader": "Load VideoCrafter Checkpoint",
+    "VC2_TextEncode": "VC2 Text Encode",
+    "VC2_EmptyVideoLatent": "VC2 Empty Video Latent",
+    "VC2_Sampler": "VC2 Sampler",
+    "VC2_VAEDecode": "VC2 VAE Decode",
+    "VC2_SaveVideo": "VC2 Save Video",
+    "VC2_LoraLoader": "VC2 LoRA Loader",
+    "VC2_SpatialFineTune": "VC2 Spatial Fine-Tune (stage 2)",
+}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from safetensors.torch import save_file
 from .config import ModelConfig, ScheduleConfig, TextEncoderConfig, UNetConfig, VAEConfig
 from .detect import CheckpointError, CheckpointInfo, recognise
 from .diffusion.schedule import DiffusionSchedule
+from .files import temporary_file
 from .model import VideoCrafter, split_official_state_dict
 from .text import TextEncoder
 from .vae import VideoVAE
@@ -33,7 +33,7 @@ Tensor = torch.Tensor
 FORMAT_TAG = "vc2"  # safetensors metadata "format" of the files this project writes
 
 __all__ = ["CheckpointError", "CheckpointInfo", "build_model", "inspect_checkpoint", "load_checkpoint",
-           "read_checkpoint", "save_checkpoint"]
+           "read_checkpoint", "save_checkpoint", "write_checkpoint"]
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -151,15 +151,19 @@ def save_checkpoint(model: VideoCrafter, path: str | Path, *, unet_state: dict[s
     code's ``torch.load`` expects). ``unet_state`` replaces the UNet's own state (see
     :meth:`VideoCrafter.official_state_dict`).
     """
+    return write_checkpoint(path, model.official_state_dict(unet_state), model.config)
+
+
+def write_checkpoint(path: str | Path, state: dict[str, Tensor], config: ModelConfig) -> Path:
+    """Write an official-layout state dict (see :func:`save_checkpoint`) of a model of ``config``."""
     path = Path(path)
     if path.suffix not in (".safetensors", ".ckpt"):
         raise ValueError(f"{path}: checkpoints are written as .safetensors (or .ckpt for the official code)")
     if not path.parent.is_dir():
         raise ValueError(f"{path.parent}: the output directory does not exist")
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.official_state_dict(unet_state).items()}
-    metadata = {"format": FORMAT_TAG, "family": model.config.name, "vc2_config": model_config_to_json(model.config)}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    metadata = {"format": FORMAT_TAG, "family": config.name, "vc2_config": model_config_to_json(config)}
+    temporary = temporary_file(path, ".tmp")
     try:
         if path.suffix == ".safetensors":
             save_file(state, temporary, metadata=metadata)

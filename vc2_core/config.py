@@ -264,7 +264,25 @@ def _tiny() -> ModelConfig:
     )
 
 
-_PRESETS = {"vc2-512": _vc2_512, "vc1-512": _vc1_512, "vc1-1024": _vc1_1024, "tiny": _tiny}
+def _tiny_512() -> ModelConfig:
+    """VideoCrafter2-512's levels at toy width: four UNet levels, an 8x VAE, so the released defaults
+    (320x512, 16 frames) and every size rule of the real model apply; the end-to-end ComfyUI runs use it.
+    No attention at the full latent resolution (VC2 has it there), to keep a CPU step near a second."""
+    tiny = _tiny()
+    return dataclasses.replace(
+        tiny,
+        name="tiny-512",
+        unet=dataclasses.replace(tiny.unet, channel_mult=(1, 1, 2, 2), attention_resolutions=(4, 2),
+                                 num_head_channels=16, temporal_length=16),
+        vae=VAEConfig(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1),
+        height=320,
+        width=512,
+        frames=16,
+        fps=28,
+    )
+
+
+_PRESETS = {"vc2-512": _vc2_512, "vc1-512": _vc1_512, "vc1-1024": _vc1_1024, "tiny": _tiny, "tiny-512": _tiny_512}
 PRESET_NAMES = tuple(_PRESETS)
 
 

@@ -33,12 +33,18 @@ class VideoCrafter(nn.Module):
 
     def official_state_dict(self, unet_state: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """The released checkpoint layout; ``unet_state`` replaces the UNet's own (a gathered FSDP state)."""
-        state = dict(self.schedule.official_state_dict())
         unet_state = self.unet.state_dict() if unet_state is None else unet_state
-        state.update({UNET_PREFIX + k: v for k, v in unet_state.items()})
-        state.update({VAE_PREFIX + k: v for k, v in self.vae.official_state_dict().items()})
-        state.update({TEXT_PREFIX + k: v for k, v in self.text_encoder.official_state_dict().items()})
-        return state
+        return official_state_dict(self.schedule, unet_state, self.vae, self.text_encoder)
+
+
+def official_state_dict(schedule: DiffusionSchedule, unet_state: dict[str, Tensor], vae: VideoVAE,
+                        text_encoder: TextEncoder) -> dict[str, Tensor]:
+    """The released checkpoint layout of separately held networks (the ComfyUI nodes hold them apart)."""
+    state = dict(schedule.official_state_dict())
+    state.update({UNET_PREFIX + k: v for k, v in unet_state.items()})
+    state.update({VAE_PREFIX + k: v for k, v in vae.official_state_dict().items()})
+    state.update({TEXT_PREFIX + k: v for k, v in text_encoder.official_state_dict().items()})
+    return state
 
 
 def split_official_state_dict(state: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:

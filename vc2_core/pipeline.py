@@ -24,14 +24,14 @@ import torch
 import torch.nn as nn
 
 from .config import ModelConfig
-from .diffusion import SAMPLERS, ContextWindows, GuidedEps, SamplerStep, sample, seeded_noise, windowed_eps
+from .diffusion import SAMPLERS, ContextWindows, GuidedEps, NoiseFn, SamplerStep, sample, seeded_noise, windowed_eps
 from .diffusion.samplers import plan_sampling, resolve_eta
 from .diffusion.schedule import DiffusionSchedule
 from .model import VideoCrafter
 from .precision import DTYPES, cast_for_inference
 
 __all__ = ["DTYPES", "GenerationSettings", "cast_for_inference", "generate", "latent_shape", "on_device",
-           "pixel_multiple"]
+           "pixel_multiple", "sample_latents"]
 
 Tensor = torch.Tensor
 
@@ -161,6 +161,23 @@ def on_device(module: nn.Module, device: torch.device, offload: bool) -> Iterato
                 torch.cuda.empty_cache()
 
 
+def sample_latents(unet: nn.Module, schedule: DiffusionSchedule, context: Tensor, uncond: Tensor | None, x_T: Tensor,
+                   settings: GenerationSettings, noise: NoiseFn, *,
+                   callback: Callable[[SamplerStep], None] | None = None) -> Tensor:
+    """Scaled latents (b, z, t, h, w) float32 from x_T (b, z, t, h, w) on the UNet's device.
+
+    ``settings`` are resolved ones; context (b, L, d) and uncond (b, L, d) (None: no guidance) are the
+    text embeddings; ``noise`` draws the samplers' later noise (see :func:`seeded_noise`).
+    """
+    eps_fn = GuidedEps(unet, context, uncond, settings.cfg, fps=settings.fps, batched=settings.batched_cfg,
+                       rescale=settings.guidance_rescale, dtype=_dtype_of(unet))
+    if settings.context_frames is not None:
+        eps_fn = windowed_eps(eps_fn, ContextWindows(settings.context_frames, settings.context_overlap,
+                                                     settings.context_loop))
+    return sample(settings.sampler, eps_fn, x_T, schedule, settings.steps, eta=settings.eta,
+                  spacing=settings.spacing, noise=noise, callback=callback)
+
+
 def _dtype_of(module: nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
@@ -192,13 +209,7 @@ def generate(model: VideoCrafter, prompts: Sequence[str], seeds: Sequence[int], 
     noise = seeded_noise(seeds)
     x_T = noise(torch.Size(latent_shape(config, settings, batch))).to(device)  # float32
     model.unet.to(device)
-    eps_fn = GuidedEps(model.unet, context, uncond, settings.cfg, fps=settings.fps, batched=settings.batched_cfg,
-                       rescale=settings.guidance_rescale, dtype=_dtype_of(model.unet))
-    if settings.context_frames is not None:
-        eps_fn = windowed_eps(eps_fn, ContextWindows(settings.context_frames, settings.context_overlap,
-                                                     settings.context_loop))
-    latents = sample(settings.sampler, eps_fn, x_T, model.schedule, settings.steps, eta=settings.eta,
-                     spacing=settings.spacing, noise=noise, callback=callback)
+    latents = sample_latents(model.unet, model.schedule, context, uncond, x_T, settings, noise, callback=callback)
 
     with on_device(model.vae, device, offload) as vae:
         videos = vae.decode_video(latents.to(_dtype_of(vae)), chunk_frames=settings.decode_chunk_frames)

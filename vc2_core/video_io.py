@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import imageio
@@ -22,6 +21,8 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 from PIL import Image  # Pillow comes with imageio
+
+from .files import temporary_file, temporary_folder
 
 FILE_FORMATS = (".mp4", ".gif", ".webp")
 PNG_META = "video.json"
@@ -69,29 +70,38 @@ def frame_duration_ms(kind: str, fps: float) -> float:
     return 1000.0 / fps
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """Write uint8 frames (t, h, w, 3) to ``path`` atomically; returns the path."""
+def write_video(path: str | Path, frames: np.ndarray, fps: float, metadata: dict[str, str] | None = None) -> Path:
+    """Write uint8 frames (t, h, w, 3) to ``path`` atomically; returns the path.
+
+    ``metadata`` (text by key, e.g. ComfyUI's "prompt" and "workflow" JSON) is embedded: as mp4 container
+    tags, as the webp EXIF fields ComfyUI reads (0x0110 "prompt:...", 0x010f "workflow:..."; other keys in
+    0x010e), as one JSON gif comment, or in the PNG folder's ``video.json``.
+    """
     path = check_output_path(path)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (1, 3) or len(frames) == 0:
         raise ValueError(f"expected uint8 frames (t, h, w, 3); got {frames.dtype} {frames.shape}")
     if fps <= 0:
         raise ValueError(f"fps must be positive; got {fps}")
     kind = output_format(path)
+    metadata = dict(metadata or {})
     if kind == "png":
-        return _write_png_folder(path, frames, fps)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent or ".")
-    os.close(handle)
+        return _write_png_folder(path, frames, fps, metadata)
+    temporary = temporary_file(path, path.suffix)
     try:
         if kind == "mp4":
             if frames.shape[1] % 2 or frames.shape[2] % 2:
                 raise ValueError(f"mp4 (H.264, yuv420p) needs an even height and width; got {frames.shape[1:3]}")
+            tags = [arg for key, value in metadata.items() for arg in ("-metadata", f"{key}={value}")]
+            flags = ["-movflags", "+use_metadata_tags"] if tags else []
             with imageio.get_writer(temporary, format="FFMPEG", fps=fps, codec="libx264", quality=None,
-                                    ffmpeg_params=["-crf", "17"], pixelformat="yuv420p", macro_block_size=1,
+                                    ffmpeg_params=["-crf", "17", *tags, *flags], pixelformat="yuv420p",
+                                    macro_block_size=1,
                                     ffmpeg_log_level="error") as writer:
                 for frame in frames:
                     writer.append_data(frame)
         else:
-            iio.imwrite(temporary, frames, extension=path.suffix, duration=frame_duration_ms(kind, fps), loop=0)
+            iio.imwrite(temporary, frames, extension=path.suffix, duration=frame_duration_ms(kind, fps), loop=0,
+                        **_embedded(kind, metadata))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -99,12 +109,36 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     return path
 
 
-def _write_png_folder(path: Path, frames: np.ndarray, fps: float) -> Path:
-    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent or "."))
+EXIF_PROMPT, EXIF_WORKFLOW, EXIF_DESCRIPTION = 0x0110, 0x010F, 0x010E  # the tags ComfyUI's webp writer uses
+
+
+def _embedded(kind: str, metadata: dict[str, str]) -> dict[str, object]:
+    """Pillow save arguments that carry ``metadata`` in a gif or webp."""
+    if not metadata:
+        return {}
+    if kind == "gif":
+        return {"comment": json.dumps(metadata).encode()}
+    exif = Image.Exif()
+    others = {}
+    for key, value in metadata.items():
+        if key == "prompt":
+            exif[EXIF_PROMPT] = f"prompt:{value}"
+        elif key == "workflow":
+            exif[EXIF_WORKFLOW] = f"workflow:{value}"
+        else:
+            others[key] = value
+    if others:
+        exif[EXIF_DESCRIPTION] = json.dumps(others)
+    return {"exif": exif.tobytes()}
+
+
+def _write_png_folder(path: Path, frames: np.ndarray, fps: float, metadata: dict[str, str]) -> Path:
+    temporary = Path(temporary_folder(path))
     try:
         for index, frame in enumerate(frames):
             iio.imwrite(temporary / f"frame_{index:04d}.png", frame)
-        (temporary / PNG_META).write_text(json.dumps({"fps": fps, "frames": len(frames)}) + "\n")
+        record = {"fps": fps, "frames": len(frames), **({"metadata": metadata} if metadata else {})}
+        (temporary / PNG_META).write_text(json.dumps(record) + "\n")
         if path.exists():
             path.rmdir()  # an empty folder (check_output_path refused anything else)
         os.replace(temporary, path)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model import VideoCrafter
+from ..text import TextEncoder
+from ..vae import VideoVAE
 from .data import Drawn, draw_generator
 
 Tensor = torch.Tensor
@@ -49,9 +50,11 @@ class CachedSample:
 class BatchMaker:
     """Encodes drawn items (pixels through the frozen VAE and text encoder, or cached) into a TrainBatch."""
 
-    def __init__(self, model: VideoCrafter, *, seed: int, caption_dropout: float, uncond: Tensor,
-                 device: torch.device):
-        self.model, self.seed, self.caption_dropout, self.device = model, seed, caption_dropout, device
+    def __init__(self, vae: VideoVAE, text_encoder: TextEncoder | None, num_timesteps: int, *, seed: int,
+                 caption_dropout: float, uncond: Tensor, device: torch.device):
+        """``text_encoder`` may be None when every batch comes from a cache (its contexts are encoded)."""
+        self.vae, self.text_encoder, self.num_timesteps = vae, text_encoder, num_timesteps
+        self.seed, self.caption_dropout, self.device = seed, caption_dropout, device
         self.uncond = uncond.to(device)  # (1, L, d): the text embedding of ""
 
     def _generator(self, stream: str, key: int, purpose: str) -> torch.Generator:
@@ -62,7 +65,7 @@ class BatchMaker:
         """``drawn`` samples' pixels (3, t, H, W) -> a batch; ``pack`` > 1 groups one-frame items into clips."""
         pixels = torch.stack([d.sample.pixels for d in drawn])  # (n, 3, t, H, W)
         n, _, t, height, width = pixels.shape
-        f, z = self.model.config.vae.downsample_factor, self.model.config.vae.z_channels
+        f, z = self.vae.config.downsample_factor, self.vae.config.z_channels
         posterior_noise = torch.cat([
             torch.randn((t, z, height // f, width // f), generator=self._generator(stream, d.key, "posterior"))
             for d in drawn])  # ((n t), z, h, w), row i*t + frame
@@ -70,10 +73,12 @@ class BatchMaker:
             if t != 1 or n % pack:
                 raise ValueError(f"packing needs one-frame items in groups of {pack}; got {n} items of {t} frames")
             pixels = pixels.view(n // pack, pack, 3, height, width).transpose(1, 2)  # (b, 3, pack, H, W)
-        vae = self.model.vae
+        vae = self.vae
         dtype = next(vae.parameters()).dtype
         latents = vae.encode_video(pixels.to(self.device, dtype), noise=posterior_noise).float()
-        context = self.model.text_encoder.encode([d.sample.caption for d in drawn])  # (n, L, d)
+        if self.text_encoder is None:
+            raise ValueError("batches from pixels need the text encoder")
+        context = self.text_encoder.encode([d.sample.caption for d in drawn])  # (n, L, d)
         context = self._drop_captions(stream, drawn, context)
         firsts = drawn[::pack]
         fps = torch.tensor([d.sample.fps for d in firsts], dtype=torch.long)
@@ -84,11 +89,11 @@ class BatchMaker:
         """Cached moments -> latents sampled as ``encode_video`` samples them (same keyed noise)."""
         moments = torch.stack([d.sample.moments.float() for d in drawn])  # (n, 2z, t, h, w)
         n, _, t, h, w = moments.shape
-        mean, logvar = self.model.vae.split_moments(moments)  # (n, z, t, h, w) each, logvar clamped
+        mean, logvar = self.vae.split_moments(moments)  # (n, z, t, h, w) each, logvar clamped
         eps = torch.stack([
             torch.randn((t, mean.shape[1], h, w), generator=self._generator(stream, d.key, "posterior"))
             .transpose(0, 1) for d in drawn])  # (n, z, t, h, w)
-        latents = self.model.vae.scale_factor * (mean + torch.exp(0.5 * logvar) * eps)
+        latents = self.vae.scale_factor * (mean + torch.exp(0.5 * logvar) * eps)
         if pack > 1:
             if t != 1 or n % pack:
                 raise ValueError(f"packing needs one-frame items in groups of {pack}; got {n} items of {t} frames")
@@ -108,7 +113,7 @@ class BatchMaker:
         return torch.where(drop.view(-1, 1, 1), self.uncond.to(context.dtype), context)
 
     def _finish(self, stream: str, firsts: list[Drawn], latents: Tensor, context: Tensor, fps: Tensor) -> TrainBatch:
-        num_timesteps = self.model.schedule.num_timesteps
+        num_timesteps = self.num_timesteps
         timesteps, noise = [], []
         for d in firsts:
             generator = self._generator(stream, d.key, "noise")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch.nn as nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..files import temporary_file
 from ..parameter_groups import Group, classify_unet_parameters
 
 Tensor = torch.Tensor
@@ -319,6 +319,15 @@ def merge_lora_state(unet_state: dict[str, Tensor], lora: LoRAFile, *, scale: fl
     return merged
 
 
+def lora_weight_deltas(lora: LoRAFile, *, scale: float = 1.0) -> dict[str, Tensor]:
+    """{``{linear path}.weight``: float32 ``(alpha / rank * scale) * up @ down``}: what the LoRA adds to each
+    weight, for patch systems that add deltas at load time (ComfyUI's ModelPatcher). ``W + delta`` is
+    :func:`merge_lora_state`'s value, rounded once to W's dtype."""
+    scale = _check_finite(scale, "LoRA scale")
+    strength = _scale(lora.alpha, lora.rank, scale)
+    return {path + ".weight": strength * (up.float() @ down.float()) for path, (down, up) in lora.layers().items()}
+
+
 # ---- helpers ------------------------------------------------------------------------------------------------
 
 
@@ -488,8 +497,7 @@ def _key_report(unknown: list[str], missing: list[str], unknown_label: str = "un
 
 
 def _save_atomically(state: dict[str, Tensor], metadata: dict[str, str], path: Path) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    temporary = temporary_file(path, ".tmp")
     try:
         save_file(state, temporary, metadata=metadata)
         os.replace(temporary, path)

@@ -140,8 +140,8 @@ def _train(config: TrainConfig, resume: str | None, show_progress: bool) -> Trai
     else:
         with torch.no_grad():
             uncond = model.text_encoder.encode([""])  # (1, L, d)
-    maker = BatchMaker(model, seed=config.run.seed, caption_dropout=config.data.caption_dropout, uncond=uncond,
-                       device=device)
+    maker = BatchMaker(model.vae, model.text_encoder, model.schedule.num_timesteps, seed=config.run.seed,
+                       caption_dropout=config.data.caption_dropout, uncond=uncond, device=device)
     if main:
         accelerator.init_trackers("vc2")
         _describe_start(config, stage, model, trainable, sources, accelerator, start_from)

@@ -1,0 +1,54 @@
+"""An empty video latent of a size the model can sample."""
+
+from __future__ import annotations
+
+import torch
+
+from ..vc2_core.pipeline import pixel_multiple
+from . import comfy
+from .types import MODEL_TYPE, VideoModel
+
+MAX_SIZE = 4096
+
+
+def check_size(model: VideoModel, height: int, width: int) -> None:
+    """ValueError unless height and width are multiples of the model's pixel multiple (64 for VC2/VC1)."""
+    multiple = pixel_multiple(model.config)
+    problems = [f"{name} {value} is not a multiple of {multiple} "
+                f"(nearest: {max(multiple, round(value / multiple) * multiple)})"
+                for name, value in (("height", height), ("width", width)) if value % multiple]
+    if problems:
+        factor = model.config.vae.downsample_factor
+        raise ValueError(f"{'; '.join(problems)}. {model.name} needs sizes divisible by {multiple}: its VAE "
+                         f"downsamples by {factor} and its UNet by {multiple // factor}.")
+
+
+class VC2EmptyVideoLatent:
+    CATEGORY = "VideoCrafter2/latent"
+    DESCRIPTION = ("Zeros of the latent shape (batch, 4, frames, height/8, width/8) for VC2 Sampler. The model "
+                   "input sets the channels and the VAE factor and checks the size (VideoCrafter2: multiples of "
+                   "64; 320x512 and 16 frames as released).")
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("An empty video latent (b, c, t, h, w).",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL_TYPE, {"tooltip": "The model the latent is for (its latent channels and size rules)."}),
+            "width": ("INT", {"default": 512, "min": 8, "max": MAX_SIZE, "step": 8,
+                              "tooltip": "Video width in pixels (VideoCrafter2: a multiple of 64; released 512)."}),
+            "height": ("INT", {"default": 320, "min": 8, "max": MAX_SIZE, "step": 8,
+                               "tooltip": "Video height in pixels (VideoCrafter2: a multiple of 64; released 320)."}),
+            "frames": ("INT", {"default": 16, "min": 1, "max": 1024,
+                               "tooltip": "Number of frames (released 16; longer videos: use context windows in "
+                                          "the sampler)."}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos per run."}),
+        }}
+
+    def make(self, model: VideoModel, width: int, height: int, frames: int, batch_size: int):
+        check_size(model, height, width)
+        f = model.config.vae.downsample_factor
+        shape = (batch_size, model.config.unet.in_channels, frames, height // f, width // f)
+        return ({"samples": torch.zeros(shape, device=comfy.intermediate_device())},)

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# End-to-end check of the pack in a real, headless ComfyUI (CPU is enough): import, /object_info, every
+# API-format workflow of workflows/api run to completion, Cancel during sampling, and a screenshot of the
+# text-to-video workflow in the real frontend. Not part of CI (it needs a ComfyUI install, docs/comfyui.md).
+#
+# usage: COMFYUI_DIR=... COMFY_VENV=... tools/comfy_e2e_vc2.sh [RUN_DIR]
+#   SHARED_TOOLS  folder of comfy_e2e.sh and comfy_ui_shot.py (default: ../shared/tools beside the checkout)
+#   PORT=8188     loopback port
+#
+# The workflows name the released checkpoint videocrafter2_512.ckpt; this script puts a stand-in of the same
+# name in models/videocrafter: the tiny-512 preset (VideoCrafter2-512's levels and size rules at toy width,
+# random weights), so the workflows run unchanged with their released settings on a CPU. An existing file of
+# that name is left alone unless it is such a stand-in. Training images for the fine-tune workflow are written
+# to input/vc2_finetune (synthetic, captioned).
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+COMFY_DIR=${COMFYUI_DIR:?set COMFYUI_DIR to a ComfyUI source tree}
+VENV=${COMFY_VENV:?set COMFY_VENV to ComfyUI s virtual environment}
+TOOLS=${SHARED_TOOLS:-$REPO/../shared/tools}
+PORT=${PORT:-8188}
+RUN_DIR=${1:-$(mktemp -d)}
+PY="$VENV/bin/python"
+mkdir -p "$RUN_DIR"
+
+CKPT="$COMFY_DIR/models/videocrafter/videocrafter2_512.ckpt"
+mkdir -p "$(dirname "$CKPT")"
+if [[ -e "$CKPT" && ! -e "$CKPT.vc2-stand-in" ]]; then
+  echo "$CKPT exists and is not a stand-in written by this script; move it away first" >&2
+  exit 2
+fi
+PYTHONPATH="$REPO" "$PY" - "$CKPT" "$COMFY_DIR/input/vc2_finetune" <<'PYEOF'
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+
+from vc2_core.checkpoint import save_checkpoint
+from vc2_core.config import preset
+from vc2_core.model import VideoCrafter
+from vc2_core.random_weights import randomize_zero_initialized
+
+ckpt, images = Path(sys.argv[1]), Path(sys.argv[2])
+torch.manual_seed(0)
+model = VideoCrafter(preset("tiny-512"))
+randomize_zero_initialized(model.unet, torch.Generator().manual_seed(1))
+save_checkpoint(model, ckpt)
+Path(str(ckpt) + ".vc2-stand-in").write_text("tiny-512 random weights written by tools/comfy_e2e_vc2.sh\n")
+images.mkdir(parents=True, exist_ok=True)
+for i, (colour, shape) in enumerate([("red", "ball"), ("blue", "square"), ("green", "ball"), ("orange", "square")]):
+    picture = Image.new("RGB", (640, 400), (235, 230, 220))
+    draw = ImageDraw.Draw(picture)
+    box = (200 + 30 * i, 110, 420 + 30 * i, 330)
+    (draw.ellipse if shape == "ball" else draw.rectangle)(box, fill=colour, outline="black", width=6)
+    picture.filter(ImageFilter.DETAIL).save(images / f"{i:02d}.png")
+    (images / f"{i:02d}.txt").write_text(f"a sharp photo of a {colour} {shape} on a light background\n")
+print(f"stand-in checkpoint {ckpt} ({ckpt.stat().st_size / 2**20:.1f} MiB), 4 captioned images in {images}")
+PYEOF
+
+echo "== workflows (and the screenshot of the text-to-video workflow)"
+COMFYUI_DIR="$COMFY_DIR" COMFY_VENV="$VENV" PORT="$PORT" RUN_DIR="$RUN_DIR/e2e" WF_TIMEOUT=1500 \
+  EXTRA_ARGS="--preview-method auto" SCREENSHOT="$RUN_DIR/text_to_video.png" \
+  SCREENSHOT_WORKFLOW="$REPO/workflows/vc2_text_to_video.json" \
+  bash "$TOOLS/comfy_e2e.sh" "$REPO" "$REPO/workflows/api"
+
+echo "== Cancel during sampling"
+LINK="$COMFY_DIR/custom_nodes/$(basename "$REPO")"
+[[ -e "$LINK" ]] || { ln -s "$REPO" "$LINK"; trap 'rm -f "$LINK"' EXIT; }
+(cd "$COMFY_DIR" && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=1 exec "$PY" main.py --cpu --listen 127.0.0.1 \
+  --port "$PORT" --disable-auto-launch --disable-api-nodes --comfy-api-base http://127.0.0.1:9/ \
+  --disable-all-custom-nodes --whitelist-custom-nodes "$(basename "$REPO")" --output-directory "$RUN_DIR/cancel" \
+  > "$RUN_DIR/cancel_server.log" 2>&1) &
+SERVER=$!
+trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; [[ -L "$LINK" ]] && rm -f "$LINK"' EXIT
+for _ in $(seq 120); do curl -sf "http://127.0.0.1:$PORT/system_stats" > /dev/null && break; sleep 1; done
+"$PY" "$REPO/tools/comfy_interrupt_check.py" --url "http://127.0.0.1:$PORT" \
+  --workflow "$REPO/workflows/api/vc2_text_to_video.json" --after-steps 2
+echo "E2E VC2 OK (run folder: $RUN_DIR)"
