@@ -349,3 +349,19 @@ def test_cancelled_finetune_keeps_the_last_completed_step(comfy):
     assert all(torch.equal(v, state[k]) for k, v in reloaded.unet.state_dict().items())
     assert not [p for p in saved.parent.iterdir() if p.name.startswith(".")]
 
+
+
+def test_registry_metadata_and_requirements_agree():
+    import re
+
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    meta, comfy = project["project"], project["tool"]["comfy"]
+    assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}", meta["name"]) and "comfyui" not in meta["name"].lower()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", meta["version"]) and meta["urls"]["Repository"].startswith("https://")
+    assert comfy["PublisherId"] and comfy["DisplayName"] and comfy["requires-comfyui"].startswith(">=")
+    assert all(model["location"].startswith("/videocrafter/") for model in comfy["Models"])
+    requirements = [line.split("#")[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
+    requirements = [line for line in requirements if line]
+    assert requirements == [dep for dep in meta["dependencies"] if not dep.startswith("torch")]  # torch: ComfyUI's

@@ -1,0 +1,159 @@
+"""The shared workflows: only known node types, valid widget values, type-correct links, UI and API twins equal,
+thumbnails present, and the released settings in the text-to-video workflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fake_comfyui
+import pytest
+from PIL import Image
+from test_pack import load_pack
+
+from vc2_core.pipeline import GenerationSettings
+
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+UI_FILES = sorted(WORKFLOWS.glob("*.json"))
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+FILE_COMBOS = {"ckpt_name": (".ckpt", ".safetensors"), "lora_name": (".safetensors",)}
+
+
+class LossGraphNode:  # ComfyUI core (comfy_extras/nodes_train.py), the schema /object_info serves
+    RETURN_TYPES = ()
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"loss": ("LOSS_MAP", {"default": {}}), "filename_prefix": ("STRING", {"default": "x"})}}
+
+
+CORE_NODES = {"LossGraphNode": LossGraphNode}
+UI_ONLY = {"Note"}  # frontend-only nodes, absent from the API format
+
+
+@pytest.fixture
+def schemas(tmp_path, monkeypatch):
+    fake_comfyui.install(monkeypatch, tmp_path)
+    return {**load_pack().NODE_CLASS_MAPPINGS, **CORE_NODES}
+
+
+def inputs_of(cls) -> dict[str, tuple]:
+    schema = cls.INPUT_TYPES()
+    return {**schema.get("required", {}), **schema.get("optional", {})}
+
+
+def is_widget(spec: tuple) -> bool:
+    return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
+
+
+def check_value(where: str, name: str, spec: tuple, value) -> None:
+    kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+    if isinstance(kind, list):
+        if name in FILE_COMBOS:
+            assert isinstance(value, str) and value.endswith(FILE_COMBOS[name]), f"{where}.{name}={value!r}"
+        else:
+            assert value in kind, f"{where}.{name}={value!r} not in {kind}"
+    elif kind == "INT":
+        assert isinstance(value, int) and not isinstance(value, bool), f"{where}.{name}={value!r}"
+        assert options["min"] <= value <= options["max"], f"{where}.{name}={value}"
+    elif kind == "FLOAT":
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}.{name}={value!r}"
+        assert options["min"] <= value <= options["max"], f"{where}.{name}={value}"
+    elif kind == "STRING":
+        assert isinstance(value, str), f"{where}.{name}={value!r}"
+    elif kind == "BOOLEAN":
+        assert isinstance(value, bool), f"{where}.{name}={value!r}"
+
+
+def ui_widget_values(where: str, cls, node: dict) -> dict:
+    """widgets_values mapped onto the widget inputs, in INPUT_TYPES order (seed-like INTs with
+    control_after_generate take one extra slot)."""
+    values = list(node.get("widgets_values", []))
+    named = {}
+    for name, spec in inputs_of(cls).items():
+        if not is_widget(spec):
+            continue
+        assert values, f"{where}: no widget value for {name}"
+        named[name] = values.pop(0)
+        if len(spec) > 1 and spec[1].get("control_after_generate"):
+            assert values.pop(0) in ("fixed", "increment", "decrement", "randomize"), f"{where}.{name}"
+    assert not values, f"{where}: extra widget values {values}"
+    return named
+
+
+def ui_to_api(workflow: dict, schemas: dict) -> dict:
+    """The API prompt of a UI workflow (what the frontend's graphToPrompt gives, without _meta)."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node["type"] in UI_ONLY:
+            continue
+        cls = schemas[node["type"]]
+        inputs = dict(ui_widget_values(f"node {node['id']}", cls, node))
+        for slot in node.get("inputs", []):
+            if slot.get("link") is not None:
+                link = links[slot["link"]]
+                inputs[slot["name"]] = [str(link[1]), link[2]]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_ui_workflow_nodes_widgets_links_and_thumbnail(path, schemas):
+    workflow = json.loads(path.read_text())
+    assert workflow.get("version") == 0.4 and {"nodes", "links"} <= set(workflow)
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    for node in workflow["nodes"]:
+        assert node["type"] in schemas or node["type"] in UI_ONLY, f"{path.name}: unknown node {node['type']}"
+        if node["type"] in schemas:
+            for name, value in ui_widget_values(f"{path.name} node {node['id']}", schemas[node["type"]], node).items():
+                check_value(f"{path.name} node {node['id']}", name, inputs_of(schemas[node["type"]])[name], value)
+    for link_id, source, source_slot, target, target_slot, kind in workflow["links"]:
+        produced = schemas[nodes[source]["type"]].RETURN_TYPES[source_slot]
+        input_name = nodes[target]["inputs"][target_slot]["name"]
+        expected = inputs_of(schemas[nodes[target]["type"]])[input_name][0]
+        assert produced == expected == kind, f"{path.name} link {link_id}: {produced} -> {input_name} ({expected})"
+    with Image.open(path.with_suffix(".jpg")) as thumbnail:
+        assert thumbnail.format == "JPEG" and thumbnail.width >= 256
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_api_twin_equals_the_ui_workflow_and_is_complete(path, schemas):
+    api = json.loads((WORKFLOWS / "api" / path.name).read_text())
+    ui = ui_to_api(json.loads(path.read_text()), schemas)
+    assert {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()} == ui
+    for node_id, node in api.items():
+        cls = schemas[node["class_type"]]
+        required = cls.INPUT_TYPES()["required"]
+        assert set(required) <= set(node["inputs"]), f"{path.name} node {node_id}: missing inputs"
+        for name, value in node["inputs"].items():
+            spec = inputs_of(cls)[name]
+            if isinstance(value, list) and not isinstance(spec[0], list):
+                source = api[value[0]]
+                assert schemas[source["class_type"]].RETURN_TYPES[value[1]] == spec[0], f"{path.name} {name}"
+            else:
+                check_value(f"{path.name} node {node_id}", name, spec, value)
+
+
+def test_loss_graph_prefixes_have_no_folder():
+    """ComfyUI's Plot Loss Graph writes into its temp folder without creating subfolders (0.3.64): a prefix
+    with a folder fails the whole prompt with FileNotFoundError (seen in the end-to-end run)."""
+    for path in UI_FILES:
+        for node in json.loads((WORKFLOWS / "api" / path.name).read_text()).values():
+            if node["class_type"] == "LossGraphNode":
+                assert "/" not in node["inputs"]["filename_prefix"], path.name
+
+
+def test_every_ui_workflow_has_an_api_twin_and_the_pack_ships_no_other():
+    assert UI_FILES and sorted(p.name for p in (WORKFLOWS / "api").glob("*.json")) == [p.name for p in UI_FILES]
+
+
+def test_text_to_video_workflow_uses_the_released_settings():
+    api = json.loads((WORKFLOWS / "api" / "vc2_text_to_video.json").read_text())
+    by_type = {node["class_type"]: node["inputs"] for node in api.values()}
+    released = GenerationSettings()
+    sampler, latent = by_type["VC2_Sampler"], by_type["VC2_EmptyVideoLatent"]
+    assert (sampler["steps"], sampler["cfg"], sampler["eta"], sampler["sampler_name"]) == (
+        released.steps, released.cfg, 1.0, released.sampler)
+    assert (sampler["fps"], latent["height"], latent["width"], latent["frames"]) == (28, 320, 512, 16)
+    assert by_type["VC2_TextEncode"] and by_type["VC2_SaveVideo"]["fps"] == 10.0  # the released script's file rate
