@@ -1,0 +1,212 @@
+"""Metrics on generated videos of the synthetic world (:mod:`vc2_core.training.synthetic`).
+
+Frames are (t, h, w, 3) float in [0, 1]. Each metric reads the video only (no model), and is
+validated in tests/test_analysis.py: the generator's own clips score high, static, shuffled and
+degraded clips score low.
+
+- **motion**: the object is segmented (pixels far from the frame's background colour), its centre
+  tracked; ``direction_agreement`` is the cosine between the mean velocity and the prompt's
+  direction, ``speed_ratio`` the measured speed over the prompt's; ``motion_magnitude`` the mean
+  centre displacement per frame; ``track_jitter`` the mean second difference of the track (smooth
+  motion ~0, shuffled frames large); ``flicker`` the mean frame-to-frame change of the background.
+- **visual quality**: ``sharpness`` (edge steepness over contrast, per channel, watermark left out),
+  ``watermark`` (how strongly the corner looks like the training watermark, 0 = absent),
+  ``saturation`` (mean HSV saturation of the object).
+- **text alignment**: ``colour_match`` (1 - the normalised RGB distance between the object's mean
+  colour and the prompt's), ``shape_match`` (IoU of the object with the prompt's shape drawn at its
+  centre and area), ``texture_energy`` (high-frequency energy inside the object; plain objects have
+  little).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..training.synthetic import COLOURS, DIRECTIONS, SPEEDS, shape_mask, watermark
+
+
+def background_colour(frame: np.ndarray) -> np.ndarray:
+    """The median colour of the frame's border (3,)."""
+    border = np.concatenate([frame[0], frame[-1], frame[:, 0], frame[:, -1]])
+    return np.median(border, axis=0)
+
+
+def outside_watermark(size: int) -> np.ndarray:
+    """(h, w) bool: pixels away from the watermark's box (its bounding box grown by one pixel)."""
+    rows, cols = np.nonzero(watermark(size))
+    keep = np.ones((size, size), bool)
+    keep[max(rows.min() - 1, 0):rows.max() + 2, max(cols.min() - 1, 0):cols.max() + 2] = False
+    return keep
+
+
+def _box3(image: np.ndarray) -> np.ndarray:
+    """3x3 box average (edges repeated), which averages compression noise away before thresholding."""
+    padded = np.pad(image, 1, mode="edge")
+    h, w = image.shape
+    return sum(padded[i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9.0
+
+
+def chroma(pixels: np.ndarray) -> np.ndarray:
+    """Colour with its grey level removed (..., 3): grey noise, grey backgrounds and the white watermark are ~0."""
+    return pixels - pixels.mean(axis=-1, keepdims=True)
+
+
+def object_mask(frame: np.ndarray, *, ignore_watermark: bool = True) -> np.ndarray:
+    """(h, w) bool: pixels whose colour (grey level removed, so brightness noise does not count) is far from
+    the background's (the corner watermark left out)."""
+    distance = _box3(np.abs(chroma(frame) - chroma(background_colour(frame))).sum(axis=-1))
+    outside = outside_watermark(frame.shape[0]) if ignore_watermark else np.ones(distance.shape, bool)
+    threshold = max(0.1, 0.5 * np.percentile(distance[outside], 99))
+    return (distance > threshold) & outside
+
+
+def centres(frames: np.ndarray) -> np.ndarray:
+    """(t, 2) centre (x, y) of the object in frame fractions; NaN where nothing is found."""
+    size = frames.shape[1]
+    out = np.full((len(frames), 2), np.nan, np.float32)
+    for i, frame in enumerate(frames):
+        ys, xs = np.nonzero(object_mask(frame))
+        if len(xs) >= 3:
+            out[i] = ((xs.mean() + 0.5) / size, (ys.mean() + 0.5) / size)
+    return out
+
+
+@dataclass(frozen=True)
+class MotionScores:
+    direction_agreement: float  # cos(mean velocity, prompt direction), -1..1; NaN for undirected prompts
+    speed_ratio: float  # measured / prompted speed along the prompt's direction; NaN for undirected prompts
+    motion_magnitude: float  # mean centre displacement per frame, frame widths
+    track_jitter: float  # mean |c[t+1] - 2 c[t] + c[t-1]| of the centre track, frame widths (jumps, shuffles)
+    flicker: float  # mean |x[t+1] - x[t]| of the background (pixels outside the object in both frames)
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def motion_scores(frames: np.ndarray, direction: str | None = None, speed: str | None = None) -> MotionScores:
+    track = centres(frames)
+    steps = np.diff(track, axis=0)
+    valid = steps[~np.isnan(steps).any(axis=1)]
+    magnitude = float(np.linalg.norm(valid, axis=1).mean()) if len(valid) else 0.0
+    agreement = ratio = float("nan")
+    if direction in DIRECTIONS:
+        agreement = ratio = 0.0
+        if len(valid):
+            mean = valid.mean(axis=0)
+            norm = float(np.linalg.norm(mean))
+            want = np.array(DIRECTIONS[direction], np.float32)
+            agreement = float(mean @ want / norm) if norm > 1e-6 else 0.0
+            if speed in SPEEDS:
+                ratio = float(mean @ want / SPEEDS[speed])
+    accel = np.diff(track, n=2, axis=0)
+    accel = accel[~np.isnan(accel).any(axis=1)]
+    jitter = float(np.linalg.norm(accel, axis=1).mean()) if len(accel) else 0.0
+    masks = np.stack([object_mask(f) for f in frames])
+    still = ~(masks[1:] | masks[:-1])  # (t - 1, h, w)
+    change = np.abs(np.diff(frames, axis=0)).mean(axis=-1)
+    flicker = float(change[still].mean()) if still.any() else 0.0
+    return MotionScores(agreement, ratio, magnitude, jitter, flicker)
+
+
+@dataclass(frozen=True)
+class QualityScores:
+    sharpness: float
+    watermark: float
+    saturation: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def sharpness(frame: np.ndarray) -> float:
+    """Edge steepness: per colour channel, the 99th percentile of the gradient magnitude (the object's edges;
+    noise is far weaker) over the channel's contrast (0.5th to 99.5th percentile); the largest over the channels (an object can match the background in one channel or in grey level). The
+    watermark's box is left out. Blur and upscaling spread an edge over more pixels and lower it."""
+    keep = outside_watermark(frame.shape[0])
+    best = 0.0
+    for channel in np.moveaxis(frame, -1, 0):
+        gy, gx = np.gradient(channel)
+        values, steep = channel[keep], np.hypot(gx, gy)[keep]
+        contrast = np.percentile(values, 99.5) - np.percentile(values, 0.5)
+        best = max(best, float(np.percentile(steep, 99) / (contrast + 0.05)))
+    return best
+
+
+def watermark_strength(frame: np.ndarray) -> float:
+    """Correlation of the corner with the watermark's pattern (white box and bar), clipped at 0."""
+    alpha = watermark(frame.shape[0])
+    region = alpha > 0
+    rows, cols = np.nonzero(region)
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    patch = frame[top:bottom, left:right].mean(axis=-1)
+    pattern = alpha[top:bottom, left:right]
+    patch, pattern = patch - patch.mean(), pattern - pattern.mean()
+    denominator = np.sqrt((patch ** 2).sum() * (pattern ** 2).sum()) + 1e-8
+    return float(max(0.0, (patch * pattern).sum() / denominator))
+
+
+def saturation(frame: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean HSV saturation (max - min) / max of the object's pixels (of the frame if none is found)."""
+    pixels = frame[mask] if mask is not None and mask.sum() >= 3 else frame.reshape(-1, 3)
+    high, low = pixels.max(axis=-1), pixels.min(axis=-1)
+    return float(((high - low) / (high + 1e-6)).mean())
+
+
+def quality_scores(frames: np.ndarray) -> QualityScores:
+    return QualityScores(
+        sharpness=float(np.mean([sharpness(f) for f in frames])),
+        watermark=float(np.mean([watermark_strength(f) for f in frames])),
+        saturation=float(np.mean([saturation(f, object_mask(f)) for f in frames])),
+    )
+
+
+@dataclass(frozen=True)
+class AlignmentScores:
+    colour_match: float  # 1 = the prompt's colour
+    shape_match: float  # IoU with the prompt's shape of the same centre and area
+    texture_energy: float  # high-frequency energy inside the object
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def shape_iou(mask: np.ndarray, shape: str) -> float:
+    """IoU of the mask with the prompt's shape drawn at the mask's centre with the mask's area (upright)."""
+    size = mask.shape[0]
+    rows, cols = np.nonzero(mask)
+    centre = ((cols.mean() + 0.5) / size, (rows.mean() + 0.5) / size)
+    unit_area = shape_mask(shape, size, (0.5, 0.5), 0.25).sum() / size ** 2 / 0.25 ** 2  # area per radius^2
+    radius = float(np.sqrt(mask.sum() / size ** 2 / unit_area))
+    drawn = shape_mask(shape, size, centre, radius)
+    ys, xs = np.nonzero(drawn > 0.5)
+    if len(xs):  # a shape's centre of area is not its drawing centre (a triangle's): move it onto the mask's
+        centre = (2 * centre[0] - (xs.mean() + 0.5) / size, 2 * centre[1] - (ys.mean() + 0.5) / size)
+    template = shape_mask(shape, size, centre, radius) > 0.5
+    return float((template & mask).sum() / max((template | mask).sum(), 1))
+
+
+def alignment_scores(frames: np.ndarray, colour: str, shape: str) -> AlignmentScores:
+    """Per frame, then averaged: is the object the prompt's colour and shape?"""
+    colours, shapes, textures = [], [], []
+    want = np.array(COLOURS[colour], np.float32)
+    for frame in frames:
+        mask = object_mask(frame)
+        if mask.sum() < 3:
+            colours.append(0.0)
+            shapes.append(0.0)
+            textures.append(0.0)
+            continue
+        mean = frame[mask].mean(axis=0)
+        # compare chromaticity (colour with its brightness divided out), so dull or bright still match
+        chroma = mean / (mean.sum() + 1e-6)
+        target = want / want.sum()
+        colours.append(float(max(0.0, 1 - np.abs(chroma - target).sum() / 1.0)))
+        shapes.append(shape_iou(mask, shape))
+        grey = frame.mean(axis=-1)
+        detail = np.abs(grey - 0.25 * (np.roll(grey, 1, 0) + np.roll(grey, -1, 0) + np.roll(grey, 1, 1)
+                                       + np.roll(grey, -1, 1)))
+        inner = mask & np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1)
+        textures.append(float(detail[inner].mean()) if inner.sum() else 0.0)
+    return AlignmentScores(float(np.mean(colours)), float(np.mean(shapes)), float(np.mean(textures)))

@@ -1,0 +1,262 @@
+"""Embedded synthetic data for the demo and the coupling study: nothing to download, deterministic from a seed.
+
+Two kinds, as in the paper's recipe (VideoCrafter2 sec. 3: low-quality videos teach motion,
+high-quality images teach appearance):
+
+- **low-quality videos**: one plain, single-coloured object (circle, square or triangle) that moves
+  as its caption says (left / right / up / down, slowly or quickly; or bounces, grows, rotates),
+  degraded like web video: rendered at half resolution and upscaled, blurred, dulled towards
+  grey, a watermark in the bottom-right corner, and block-compression noise;
+- **high-quality images**: sharp, vivid, textured objects (stripes, checks, dots), colours and
+  combinations the videos never show (purple, orange, cyan; two objects side by side), no
+  watermark.
+
+Every clip and image comes with its caption and its ground truth (object attributes, per-frame
+centres, sizes and angles), which the metrics of :mod:`vc2_core.analysis` are validated against.
+Pixels are float32 in [0, 1], frames (t, h, w, 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .data import stable_seed
+
+SHAPES = ("circle", "square", "triangle")
+VIDEO_COLOURS = {"red": (0.85, 0.12, 0.1), "green": (0.1, 0.7, 0.2), "blue": (0.12, 0.25, 0.9),
+                 "yellow": (0.95, 0.85, 0.1)}
+IMAGE_COLOURS = {**VIDEO_COLOURS, "purple": (0.55, 0.15, 0.8), "orange": (1.0, 0.5, 0.05),
+                 "cyan": (0.05, 0.8, 0.85)}
+COLOURS = IMAGE_COLOURS  # every colour a caption can name
+TEXTURES = ("plain", "striped", "checked", "dotted")
+DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
+SPEEDS = {"slowly": 0.035, "quickly": 0.07}  # fraction of the frame width per frame
+OTHER_MOTIONS = ("bounces", "grows", "rotates")
+BACKGROUND = (0.93, 0.92, 0.88)
+LQ_BACKGROUND = (0.62, 0.62, 0.6)
+WATERMARK_SIZE = 0.28  # fraction of the frame side covered by the watermark box
+
+
+@dataclass(frozen=True)
+class Thing:
+    shape: str
+    colour: str
+    texture: str = "plain"
+
+
+@dataclass(frozen=True)
+class Motion:
+    kind: str  # a direction of DIRECTIONS, or one of OTHER_MOTIONS
+    speed: str = "slowly"
+
+    @property
+    def velocity(self) -> tuple[float, float]:
+        """(dx, dy) per frame in frame widths, (0, 0) for the motions that stay in place."""
+        if self.kind not in DIRECTIONS:
+            return (0.0, 0.0)
+        dx, dy = DIRECTIONS[self.kind]
+        return (dx * SPEEDS[self.speed], dy * SPEEDS[self.speed])
+
+
+@dataclass(frozen=True)
+class Clip:
+    frames: np.ndarray  # (t, h, w, 3) float32 in [0, 1]
+    caption: str
+    thing: Thing
+    motion: Motion
+    centres: np.ndarray  # (t, 2) object centre (x, y), in frame fractions
+    sizes: np.ndarray  # (t,) object radius, in frame fractions
+    angles: np.ndarray  # (t,) radians
+
+
+@dataclass(frozen=True)
+class Picture:
+    pixels: np.ndarray  # (h, w, 3) float32 in [0, 1]
+    caption: str
+    things: tuple[Thing, ...]
+    centres: np.ndarray = field(repr=False)  # (n, 2)
+
+
+def video_caption(thing: Thing, motion: Motion) -> str:
+    if motion.kind in DIRECTIONS:
+        return f"a {thing.colour} {thing.shape} moving {motion.kind} {motion.speed}"
+    return f"a {thing.colour} {thing.shape} that {motion.kind}"
+
+
+def image_caption(things: tuple[Thing, ...]) -> str:
+    named = [f"{'a' if t.texture == 'plain' else 'a ' + t.texture} {t.colour} {t.shape}".replace("a a ", "a ")
+             for t in things]
+    return "a sharp photo of " + " and ".join(named)
+
+
+# ---- rendering ---------------------------------------------------------------------------------------------
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    coords = (np.arange(size, dtype=np.float32) + 0.5) / size
+    return np.meshgrid(coords, coords)  # x (h, w), y (h, w)
+
+
+def shape_mask(shape: str, size: int, centre: tuple[float, float], radius: float, angle: float = 0.0,
+               soft: float = 1.0) -> np.ndarray:
+    """Coverage (h, w) in [0, 1] of a shape; ``soft`` is the edge width in pixels."""
+    x, y = _grid(size)
+    dx, dy = x - centre[0], y - centre[1]
+    cos, sin = np.cos(angle), np.sin(angle)
+    u, v = cos * dx + sin * dy, -sin * dx + cos * dy  # rotated into the shape's frame
+    if shape == "circle":
+        distance = np.sqrt(u * u + v * v) - radius
+    elif shape == "square":
+        distance = np.maximum(np.abs(u), np.abs(v)) - radius * 0.85
+    elif shape == "triangle":  # pointing up, centred on its bounding box
+        r = radius
+        edges = [v - r * 0.75, (-v * 0.5 + u * 0.866) - r * 0.375, (-v * 0.5 - u * 0.866) - r * 0.375]
+        distance = np.maximum.reduce(edges)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
+    return np.clip(0.5 - distance * size / soft, 0.0, 1.0).astype(np.float32)
+
+
+def texture_pattern(texture: str, size: int, colour: np.ndarray, phase: float = 0.0) -> np.ndarray:
+    """(h, w, 3) fill of an object: the colour, modulated by the texture (contrast to white/dark)."""
+    x, y = _grid(size)
+    period = 6.0 / size * 2  # a 12-pixel-ish period at 64 px, scaled with the frame
+    if texture == "plain":
+        weight = np.zeros_like(x)
+    elif texture == "striped":
+        weight = (np.floor((x + y + phase) / period) % 2).astype(np.float32)
+    elif texture == "checked":
+        weight = ((np.floor(x / period) + np.floor(y / period)) % 2).astype(np.float32)
+    elif texture == "dotted":
+        cx, cy = (x % period) / period - 0.5, (y % period) / period - 0.5
+        weight = (cx * cx + cy * cy < 0.09).astype(np.float32)
+    else:
+        raise ValueError(f"unknown texture {texture!r}; choose one of {', '.join(TEXTURES)}")
+    light = np.clip(colour * 0.35 + 0.65, 0, 1)  # a light tint of the colour
+    return colour[None, None] * (1 - weight[..., None]) + light[None, None] * weight[..., None]
+
+
+def composite(background: np.ndarray, fill: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return background * (1 - mask[..., None]) + fill * mask[..., None]
+
+
+def watermark(size: int) -> np.ndarray:
+    """(h, w) alpha of the watermark: a framed box with a bar, in the bottom-right corner."""
+    alpha = np.zeros((size, size), np.float32)
+    side = max(4, int(round(size * WATERMARK_SIZE)))
+    top, left = size - side - max(1, size // 32), size - side - max(1, size // 32)
+    alpha[top:top + side, left:left + side] = 0.35
+    inner = max(1, side // 5)
+    alpha[top + inner:top + side - inner, left + inner:left + side - inner] = 0.0
+    middle = top + side // 2
+    alpha[middle - max(1, side // 10):middle + max(1, side // 10), left + inner:left + side - inner] = 0.55
+    return alpha
+
+
+def degrade(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Web-video degradation of (t, h, w, 3) frames: half resolution, blur, dull colours, watermark,
+    block noise."""
+    t, h, w, _ = frames.shape
+    small = frames.reshape(t, h // 2, 2, w // 2, 2, 3).mean(axis=(2, 4))  # half resolution
+    frames = small.repeat(2, axis=1).repeat(2, axis=2)
+    kernel = np.array([0.25, 0.5, 0.25], np.float32)
+    for _ in range(2):  # a separable blur, twice (about one pixel of Gaussian blur on top of the upscaling)
+        for axis in (1, 2):
+            padded = np.concatenate([frames.take([0], axis), frames, frames.take([-1], axis)], axis=axis)
+            frames = (padded.take(range(0, padded.shape[axis] - 2), axis) * kernel[0]
+                      + padded.take(range(1, padded.shape[axis] - 1), axis) * kernel[1]
+                      + padded.take(range(2, padded.shape[axis]), axis) * kernel[2])
+    grey = frames.mean(axis=-1, keepdims=True)
+    frames = 0.45 * frames + 0.55 * grey  # dull colours
+    alpha = watermark(h)[None, ..., None]
+    frames = frames * (1 - alpha) + 1.0 * alpha  # a white, semi-transparent mark
+    blocks = rng.normal(0, 0.02, (t, h // 4, w // 4, 1)).astype(np.float32)
+    frames = frames + blocks.repeat(4, axis=1).repeat(4, axis=2) + rng.normal(0, 0.01, frames.shape)
+    return np.clip(frames, 0, 1).astype(np.float32)
+
+
+# ---- videos -------------------------------------------------------------------------------------------------
+
+
+def motion_track(motion: Motion, frames: int, start: tuple[float, float], radius: float,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centres (t, 2), radii (t,), angles (t,)) of a motion."""
+    steps = np.arange(frames, dtype=np.float32)
+    centres = np.repeat(np.array([start], np.float32), frames, axis=0)
+    radii = np.full(frames, radius, np.float32)
+    angles = np.zeros(frames, np.float32)
+    if motion.kind in DIRECTIONS:
+        vx, vy = motion.velocity
+        centres = centres + np.stack([vx * steps, vy * steps], axis=1)
+    elif motion.kind == "bounces":
+        height = 0.25 if motion.speed == "quickly" else 0.15
+        centres[:, 1] = start[1] - height * np.abs(np.sin(np.pi * steps / max(frames - 1, 1) * 2))
+    elif motion.kind == "grows":
+        radii = radius * (0.6 + 0.8 * steps / max(frames - 1, 1))
+    elif motion.kind == "rotates":
+        angles = steps * (0.35 if motion.speed == "quickly" else 0.18)
+    else:
+        raise ValueError(f"unknown motion {motion.kind!r}")
+    return centres.astype(np.float32), radii.astype(np.float32), angles
+
+
+def start_for(motion: Motion, frames: int, rng: np.random.Generator) -> tuple[float, float]:
+    """A start that keeps the whole track inside the frame and out of the watermark's corner: tracks that
+    move vertically (or stay) keep to the left half, horizontal ones to the upper half."""
+    vx, vy = motion.velocity
+    travel_x, travel_y = vx * (frames - 1), vy * (frames - 1)
+    if vx:
+        x_range = (0.28 - min(travel_x, 0), 0.72 - max(travel_x, 0))
+        y_range = (0.3, 0.5)
+    else:
+        x_range = (0.28, 0.5)
+        y_range = (0.32 - min(travel_y, 0), 0.72 - max(travel_y, 0))
+    x = rng.uniform(*x_range) if x_range[1] > x_range[0] else 0.5 - travel_x / 2
+    y = rng.uniform(*y_range) if y_range[1] > y_range[0] else 0.5 - travel_y / 2
+    return float(x), float(y)
+
+
+def render_clip(thing: Thing, motion: Motion, frames: int, size: int, rng: np.random.Generator,
+                background: tuple[float, float, float] = LQ_BACKGROUND) -> Clip:
+    """A clean clip (no degradation) of one object in motion."""
+    radius = float(rng.uniform(0.13, 0.17))
+    centres, radii, angles = motion_track(motion, frames, start_for(motion, frames, rng), radius)
+    colour = np.array(COLOURS[thing.colour], np.float32)
+    base = np.broadcast_to(np.array(background, np.float32), (size, size, 3))
+    fill = texture_pattern(thing.texture, size, colour)
+    out = np.stack([composite(base, fill, shape_mask(thing.shape, size, tuple(c), r, a))
+                    for c, r, a in zip(centres, radii, angles)])
+    return Clip(out.astype(np.float32), video_caption(thing, motion), thing, motion, centres, radii, angles)
+
+
+def low_quality_video(seed: int, index: int, *, frames: int = 8, size: int = 32) -> Clip:
+    """Video ``index`` of the low-quality set: a plain object of a video colour, its motion, degraded."""
+    if size % 4:
+        raise ValueError(f"size must be a multiple of 4; got {size}")
+    rng = np.random.default_rng(stable_seed(seed, "lq-video", index))
+    thing = Thing(SHAPES[rng.integers(len(SHAPES))], list(VIDEO_COLOURS)[rng.integers(len(VIDEO_COLOURS))])
+    kinds = list(DIRECTIONS) * 2 + list(OTHER_MOTIONS)  # directed motion is the common case
+    motion = Motion(kinds[rng.integers(len(kinds))], list(SPEEDS)[rng.integers(len(SPEEDS))])
+    clean = render_clip(thing, motion, frames, size, rng)
+    return Clip(degrade(clean.frames, rng), clean.caption, thing, motion, clean.centres, clean.sizes, clean.angles)
+
+
+# ---- images -------------------------------------------------------------------------------------------------
+
+
+def high_quality_image(seed: int, index: int, *, size: int = 32) -> Picture:
+    """Image ``index`` of the high-quality set: one or two textured, vivid objects, sharp, no watermark."""
+    rng = np.random.default_rng(stable_seed(seed, "hq-image", index))
+    count = 1 if rng.random() < 0.6 else 2
+    things = tuple(Thing(SHAPES[rng.integers(len(SHAPES))], list(IMAGE_COLOURS)[rng.integers(len(IMAGE_COLOURS))],
+                         TEXTURES[rng.integers(len(TEXTURES))]) for _ in range(count))
+    pixels = np.broadcast_to(np.array(BACKGROUND, np.float32), (size, size, 3)).copy()
+    centres = ([(float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.35, 0.65)))] if count == 1 else
+               [(0.28, float(rng.uniform(0.35, 0.65))), (0.72, float(rng.uniform(0.35, 0.65)))])
+    for thing, centre in zip(things, centres):
+        radius = float(rng.uniform(0.13, 0.17)) if count == 2 else float(rng.uniform(0.16, 0.22))
+        fill = texture_pattern(thing.texture, size, np.array(COLOURS[thing.colour], np.float32))
+        pixels = composite(pixels, fill, shape_mask(thing.shape, size, centre, radius, soft=0.8))
+    return Picture(pixels.astype(np.float32), image_caption(things), things, np.array(centres, np.float32))
