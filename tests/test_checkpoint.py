@@ -172,3 +172,22 @@ def test_custom_sizes_are_inferred_from_shapes(changes):
     info = recognise(state | DiffusionSchedule(config.schedule).official_state_dict())
     assert info.family == "custom" and info.config.unet == config.unet
     assert info.config.vae == config.vae
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    """Atomic writes go through a temporary file, which mkstemp and safetensors create as 0600; the finished
+    checkpoint, LoRA and video must be readable as any file the user writes (umask)."""
+    import os
+
+    import numpy as np
+
+    from vc2_core.checkpoint import save_checkpoint as save
+    from vc2_core.config import preset as preset_of
+    from vc2_core.model import VideoCrafter as Model
+    from vc2_core.video_io import write_video
+
+    mask = os.umask(0)
+    os.umask(mask)
+    paths = [save(Model(preset_of("tiny")), tmp_path / "m.safetensors"),
+             write_video(tmp_path / "v.gif", np.zeros((2, 8, 8, 3), np.uint8), 4)]
+    assert all(path.stat().st_mode & 0o777 == 0o666 & ~mask for path in paths)

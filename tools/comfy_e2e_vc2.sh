@@ -71,7 +71,7 @@ LINK="$COMFY_DIR/custom_nodes/$(basename "$REPO")"
   --disable-all-custom-nodes --whitelist-custom-nodes "$(basename "$REPO")" --output-directory "$RUN_DIR/cancel" \
   > "$RUN_DIR/cancel_server.log" 2>&1) &
 SERVER=$!
-trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; [[ -L "$LINK" ]] && rm -f "$LINK"' EXIT
+trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; if [[ -L "$LINK" ]]; then rm -f "$LINK"; fi' EXIT
 for _ in $(seq 120); do curl -sf "http://127.0.0.1:$PORT/system_stats" > /dev/null && break; sleep 1; done
 "$PY" "$REPO/tools/comfy_interrupt_check.py" --url "http://127.0.0.1:$PORT" \
   --workflow "$REPO/workflows/api/vc2_text_to_video.json" --after-steps 2

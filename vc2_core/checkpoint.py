@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pickle
 import re
 import zipfile
@@ -24,7 +23,7 @@ from safetensors.torch import save_file
 from .config import ModelConfig, ScheduleConfig, TextEncoderConfig, UNetConfig, VAEConfig
 from .detect import CheckpointError, CheckpointInfo, recognise
 from .diffusion.schedule import DiffusionSchedule
-from .files import temporary_file
+from .files import publish, temporary_file
 from .model import VideoCrafter, split_official_state_dict
 from .text import TextEncoder
 from .vae import VideoVAE
@@ -169,7 +168,7 @@ def write_checkpoint(path: str | Path, state: dict[str, Tensor], config: ModelCo
             save_file(state, temporary, metadata=metadata)
         else:
             torch.save({"state_dict": state}, temporary)
-        os.replace(temporary, path)
+        publish(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

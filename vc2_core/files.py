@@ -16,6 +16,13 @@ def temporary_file(path: Path, suffix: str) -> str:
     return temporary
 
 
+def publish(temporary: str | Path, path: Path) -> None:
+    """Give a finished temporary file ordinary permissions (writers such as safetensors' ``save_file``
+    recreate it as 0600) and rename it over ``path``."""
+    os.chmod(temporary, 0o666 & ~_umask())
+    os.replace(temporary, path)
+
+
 def temporary_folder(path: Path) -> str:
     """An empty hidden folder beside ``path``, with ordinary permissions (``mkdtemp`` makes it 0700)."""
     temporary = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent or ".")

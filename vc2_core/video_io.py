@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image  # Pillow comes with imageio
 
-from .files import temporary_file, temporary_folder
+from .files import publish, temporary_file, temporary_folder
 
 FILE_FORMATS = (".mp4", ".gif", ".webp")
 PNG_META = "video.json"
@@ -102,7 +102,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, metadata: dict
         else:
             iio.imwrite(temporary, frames, extension=path.suffix, duration=frame_duration_ms(kind, fps), loop=0,
                         **_embedded(kind, metadata))
-        os.replace(temporary, path)
+        publish(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

@@ -28,7 +28,6 @@ and :func:`merge_lora_state` does the same on a plain state dict, for checkpoint
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ import torch.nn as nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..files import temporary_file
+from ..files import publish, temporary_file
 from ..parameter_groups import Group, classify_unet_parameters
 
 Tensor = torch.Tensor
@@ -500,7 +499,7 @@ def _save_atomically(state: dict[str, Tensor], metadata: dict[str, str], path: P
     temporary = temporary_file(path, ".tmp")
     try:
         save_file(state, temporary, metadata=metadata)
-        os.replace(temporary, path)
+        publish(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
