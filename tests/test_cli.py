@@ -58,6 +58,6 @@ def test_bad_input_exits_1_with_a_message(tmp_path, args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_demo_says_what_exists_today():
-    result = vc2("demo")
-    assert result.returncode == 0 and "vc2 init --preset tiny" in result.stdout
+def test_demo_rejects_an_unknown_preset():
+    result = vc2("demo", "--preset", "huge")
+    assert result.returncode == 2 and "invalid choice" in result.stderr

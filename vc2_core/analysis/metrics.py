@@ -122,8 +122,9 @@ class QualityScores:
 
 def sharpness(frame: np.ndarray) -> float:
     """Edge steepness: per colour channel, the 99th percentile of the gradient magnitude (the object's edges;
-    noise is far weaker) over the channel's contrast (0.5th to 99.5th percentile); the largest over the channels (an object can match the background in one channel or in grey level). The
-    watermark's box is left out. Blur and upscaling spread an edge over more pixels and lower it."""
+    noise is far weaker) over the channel's contrast (0.5th to 99.5th percentile); the largest over the
+    channels (an object can match the background in one channel or in grey level). The watermark's box is
+    left out. Blur and upscaling spread an edge over more pixels and lower it."""
     keep = outside_watermark(frame.shape[0])
     best = 0.0
     for channel in np.moveaxis(frame, -1, 0):
