@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import torch
-
 from ..vc2_core.attention import backend_names, default_backend
 from ..vc2_core.checkpoint import load_checkpoint
 from ..vc2_core.detect import CheckpointError
-from ..vc2_core.precision import inference_dtypes
+from ..vc2_core.precision import DTYPES, cast_for_inference
 from . import comfy
 from .types import MODEL_TYPE, TEXT_ENCODER_TYPE, VAE_TYPE, TextEncoderModel, VAEModel, VideoModel
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class VC2CheckpointLoader:
@@ -48,8 +44,7 @@ class VC2CheckpointLoader:
             model, info = load_checkpoint(path)
         except CheckpointError as error:
             raise ValueError(f"{ckpt_name} is not a VideoCrafter checkpoint this pack can load: {error}") from None
-        for name, module_dtype in inference_dtypes(DTYPES[dtype]).items():
-            getattr(model, name).to(dtype=module_dtype)
+        cast_for_inference(model, DTYPES[dtype])
         model.unet.set_attention_backend(attention)
         config = model.config
         return (VideoModel(comfy.patcher(model.unet, "unet"), config, model.schedule, ckpt_name),

@@ -9,7 +9,6 @@ import torch
 from ..vc2_core.diffusion import SAMPLERS, SamplerStep, seeded_noise
 from ..vc2_core.pipeline import GenerationSettings, sample_latents
 from . import comfy
-from .latent import check_size
 from .types import MODEL_TYPE, VideoModel
 
 Tensor = torch.Tensor
@@ -102,7 +101,6 @@ class VC2Sampler:
                              f"from VC2 Empty Video Latent; got {tuple(samples.shape)}")
         batch, _, frames, height, width = samples.shape
         f = config.vae.downsample_factor
-        check_size(model, height * f, width * f)
         settings = GenerationSettings(
             height=height * f, width=width * f, frames=frames, fps=fps, steps=steps, cfg=cfg, eta=eta,
             sampler=sampler_name, context_frames=context_frames or None,

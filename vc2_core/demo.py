@@ -188,9 +188,10 @@ def pretrain_autoencoder(path: Path, data: Path, preset: DemoPreset, seed: int, 
 # ---- training ----------------------------------------------------------------------------------------------
 
 
-def _common(out: Path, name: str, seed: int, steps: int, cpu: bool) -> dict:
+def _common(out: Path, name: str, seed: int, steps: int, cpu: bool, start: Path) -> dict:
     return {
         "run": {"output_dir": str(out / name), "seed": seed, "max_steps": steps, "cpu": cpu},
+        "model": {"checkpoint": str(start), "gradient_checkpointing": False},
         "data": {"num_workers": 0, "cache": str(out / "cache" / name)},
         "checkpoint": {"every": max(steps // 4, 1), "keep_last": 1},
         "log": {"every": 1, "tensorboard": False},
@@ -198,9 +199,8 @@ def _common(out: Path, name: str, seed: int, steps: int, cpu: bool) -> dict:
 
 
 def _stage1_config(out: Path, data: Path, preset: DemoPreset, seed: int, cpu: bool, start: Path):
-    raw = _common(out, "stage1", seed, preset.stage1_steps, cpu)
+    raw = _common(out, "stage1", seed, preset.stage1_steps, cpu, start)
     raw |= {
-        "model": {"checkpoint": str(start), "gradient_checkpointing": False},
         "stage": {"name": "full"},
         "videos": {"index": str(data / "videos"), "frames": FRAMES, "height": SIZE, "width": SIZE,
                    "frame_stride": [1, 1], "fps": FPS, "batch_size": preset.batch},
@@ -212,9 +212,8 @@ def _stage1_config(out: Path, data: Path, preset: DemoPreset, seed: int, cpu: bo
 
 
 def _stage2_config(out: Path, data: Path, preset: DemoPreset, seed: int, cpu: bool, start: Path):
-    raw = _common(out, "stage2", seed, preset.stage2_steps, cpu)
+    raw = _common(out, "stage2", seed, preset.stage2_steps, cpu, start)
     raw |= {
-        "model": {"checkpoint": str(start), "gradient_checkpointing": False},
         "stage": {"name": "spa-dir"},
         "images": {"index": str(data / "images"), "height": SIZE, "width": SIZE, "fps": FPS,
                    "batch_size": preset.batch * 2},
@@ -259,8 +258,10 @@ def evaluate(out: Path, stage1: Path, stage2: Path, preset: DemoPreset, show_pro
                                   cfg=7.5, eta=0.0)
     videos: dict[str, np.ndarray] = {}
     rows = []
+    unets = {}
     for stage, path in (("stage1", stage1), ("stage2", stage2)):
         model, _ = load_checkpoint(path)
+        unets[stage] = model.unet
         model.unet.set_attention_backend("sdpa")
         for prompt in tqdm(preset.prompts, desc=f"sample {stage}", disable=not show_progress):
             frames = generate(model, [prompt] * len(preset.seeds), list(preset.seeds), settings)
@@ -269,7 +270,8 @@ def evaluate(out: Path, stage1: Path, stage2: Path, preset: DemoPreset, show_pro
                 videos[f"{stage}|{prompt}|{seed}"] = pixels
                 rows.append({"stage": stage, "prompt": prompt, "seed": seed, **score(pixels, prompt)})
     side_by_side = write_side_by_side(out, videos, preset)
-    return {"rows": rows, "videos": side_by_side, "temporal_identical": temporal_identical(stage1, stage2)}
+    return {"rows": rows, "videos": side_by_side,
+            "temporal_identical": temporal_identical(unets["stage1"], unets["stage2"])}
 
 
 def score(pixels: np.ndarray, prompt: str) -> dict[str, float]:
@@ -292,12 +294,10 @@ def write_side_by_side(out: Path, videos: dict[str, np.ndarray], preset: DemoPre
     return [write_video(out / f"stage1_vs_stage2.{kind}", frames, FPS) for kind in ("mp4", "gif")]
 
 
-def temporal_identical(stage1: Path, stage2: Path) -> bool:
+def temporal_identical(first: torch.nn.Module, second: torch.nn.Module) -> bool:
     """Every temporal and conditioning tensor of the stage-2 UNet equals stage 1's, bit for bit."""
-    first, _ = load_checkpoint(stage1)
-    second, _ = load_checkpoint(stage2)
-    groups = classify_unet_parameters(first.unet)
-    a, b = first.unet.state_dict(), second.unet.state_dict()
+    groups = classify_unet_parameters(first)
+    a, b = first.state_dict(), second.state_dict()
     return all(torch.equal(a[name], b[name]) for name, info in groups.items() if info.group != Group.SPATIAL)
 
 

@@ -1,36 +1,52 @@
-"""Atomic file writing helpers: temporary names in the destination folder, with ordinary permissions."""
+"""Atomic file writing helpers: temporary names in the destination folder, with ordinary permissions.
+
+The temporaries are created with mode 0o666 / 0o777 through ``os.open`` / ``os.mkdir``, so the
+process's umask applies as for any file the user writes (``mkstemp`` / ``mkdtemp`` would give
+0600 / 0700, which survive the rename). The umask is never read with ``os.umask``, which would
+change it process-wide for a moment, under other threads (ComfyUI's server).
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 
 
+def _free_name(path: Path, suffix: str) -> Path:
+    return (path.parent or Path(".")) / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+
+
 def temporary_file(path: Path, suffix: str) -> str:
-    """An empty hidden file beside ``path`` (rename it over ``path`` when complete), with the permissions a
-    plain ``open`` would give (``mkstemp`` alone makes it 0600, which would survive the rename)."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent or ".")
-    os.close(handle)
-    os.chmod(temporary, 0o666 & ~_umask())
-    return temporary
+    """An empty hidden file beside ``path`` (rename it over ``path`` with :func:`publish` when complete)."""
+    while True:
+        temporary = _free_name(path, suffix)
+        try:
+            os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return str(temporary)
 
 
 def publish(temporary: str | Path, path: Path) -> None:
     """Give a finished temporary file ordinary permissions (writers such as safetensors' ``save_file``
     recreate it as 0600) and rename it over ``path``."""
-    os.chmod(temporary, 0o666 & ~_umask())
+    probe = temporary_file(path, ".mode")  # a fresh file shows the mode the umask gives
+    try:
+        mode = stat.S_IMODE(os.stat(probe).st_mode)
+    finally:
+        os.unlink(probe)
+    os.chmod(temporary, mode)
     os.replace(temporary, path)
 
 
 def temporary_folder(path: Path) -> str:
-    """An empty hidden folder beside ``path``, with ordinary permissions (``mkdtemp`` makes it 0700)."""
-    temporary = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    os.chmod(temporary, 0o777 & ~_umask())
-    return temporary
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """An empty hidden folder beside ``path``, with ordinary permissions."""
+    while True:
+        temporary = _free_name(path, "")
+        try:
+            os.mkdir(temporary, 0o777)
+        except FileExistsError:
+            continue
+        return str(temporary)

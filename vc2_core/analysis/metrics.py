@@ -62,12 +62,14 @@ def object_mask(frame: np.ndarray, *, ignore_watermark: bool = True) -> np.ndarr
     return (distance > threshold) & outside
 
 
-def centres(frames: np.ndarray) -> np.ndarray:
-    """(t, 2) centre (x, y) of the object in frame fractions; NaN where nothing is found."""
+def centres(frames: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+    """(t, 2) centre (x, y) of the object in frame fractions; NaN where nothing is found. ``masks``: the
+    frames' :func:`object_mask` when the caller has them already."""
     size = frames.shape[1]
+    masks = np.stack([object_mask(f) for f in frames]) if masks is None else masks
     out = np.full((len(frames), 2), np.nan, np.float32)
-    for i, frame in enumerate(frames):
-        ys, xs = np.nonzero(object_mask(frame))
+    for i, mask in enumerate(masks):
+        ys, xs = np.nonzero(mask)
         if len(xs) >= 3:
             out[i] = ((xs.mean() + 0.5) / size, (ys.mean() + 0.5) / size)
     return out
@@ -86,7 +88,8 @@ class MotionScores:
 
 
 def motion_scores(frames: np.ndarray, direction: str | None = None, speed: str | None = None) -> MotionScores:
-    track = centres(frames)
+    masks = np.stack([object_mask(f) for f in frames])
+    track = centres(frames, masks)
     steps = np.diff(track, axis=0)
     valid = steps[~np.isnan(steps).any(axis=1)]
     magnitude = float(np.linalg.norm(valid, axis=1).mean()) if len(valid) else 0.0
@@ -103,7 +106,6 @@ def motion_scores(frames: np.ndarray, direction: str | None = None, speed: str |
     accel = np.diff(track, n=2, axis=0)
     accel = accel[~np.isnan(accel).any(axis=1)]
     jitter = float(np.linalg.norm(accel, axis=1).mean()) if len(accel) else 0.0
-    masks = np.stack([object_mask(f) for f in frames])
     still = ~(masks[1:] | masks[:-1])  # (t - 1, h, w)
     change = np.abs(np.diff(frames, axis=0)).mean(axis=-1)
     flicker = float(change[still].mean()) if still.any() else 0.0

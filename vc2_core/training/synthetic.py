@@ -86,8 +86,7 @@ def video_caption(thing: Thing, motion: Motion) -> str:
 
 
 def image_caption(things: tuple[Thing, ...]) -> str:
-    named = [f"{'a' if t.texture == 'plain' else 'a ' + t.texture} {t.colour} {t.shape}".replace("a a ", "a ")
-             for t in things]
+    named = [f"a {'' if t.texture == 'plain' else t.texture + ' '}{t.colour} {t.shape}" for t in things]
     return "a sharp photo of " + " and ".join(named)
 
 
