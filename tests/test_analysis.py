@@ -61,6 +61,11 @@ def test_motion_metrics_follow_the_prompt_and_catch_static_and_shuffled_clips():
     assert np.mean([s.track_jitter for s in shuffled]) > 5 * np.mean([s.track_jitter for s in real])
     flashing = [c.frames * np.where(np.arange(len(c.frames)) % 2, 0.6, 1.0)[:, None, None, None] for c in DIRECTED]
     assert np.mean([motion_scores(f).flicker for f in flashing]) > 3 * np.mean([s.flicker for s in real])
+    assert min(s.presence for s in real) == 1.0
+    blank = [c.frames.copy() for c in DIRECTED]  # the object flashes out in every other frame
+    for frames in blank:
+        frames[1::2] = frames[1::2, :1, :1]  # the top-left pixel's colour (background) everywhere
+    assert max(motion_scores(f, "right", "slowly").presence for f in blank) == 0.5
 
 
 def test_quality_metrics_separate_sharp_vivid_clean_from_degraded():

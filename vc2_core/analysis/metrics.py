@@ -8,7 +8,8 @@ degraded clips score low.
   tracked; ``direction_agreement`` is the cosine between the mean velocity and the prompt's
   direction, ``speed_ratio`` the measured speed over the prompt's; ``motion_magnitude`` the mean
   centre displacement per frame; ``track_jitter`` the mean second difference of the track (smooth
-  motion ~0, shuffled frames large); ``flicker`` the mean frame-to-frame change of the background.
+  motion ~0, shuffled frames large); ``flicker`` the mean frame-to-frame change of the background;
+  ``presence`` the fraction of frames in which an object is found (objects that flash in and out score low).
 - **visual quality**: ``sharpness`` (edge steepness over contrast, per channel, watermark left out),
   ``watermark`` (how strongly the corner looks like the training watermark, 0 = absent),
   ``saturation`` (mean HSV saturation of the object).
@@ -82,6 +83,7 @@ class MotionScores:
     motion_magnitude: float  # mean centre displacement per frame, frame widths
     track_jitter: float  # mean |c[t+1] - 2 c[t] + c[t-1]| of the centre track, frame widths (jumps, shuffles)
     flicker: float  # mean |x[t+1] - x[t]| of the background (pixels outside the object in both frames)
+    presence: float  # the fraction of frames in which an object is found (1 = never lost)
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -109,7 +111,8 @@ def motion_scores(frames: np.ndarray, direction: str | None = None, speed: str |
     still = ~(masks[1:] | masks[:-1])  # (t - 1, h, w)
     change = np.abs(np.diff(frames, axis=0)).mean(axis=-1)
     flicker = float(change[still].mean()) if still.any() else 0.0
-    return MotionScores(agreement, ratio, magnitude, jitter, flicker)
+    presence = float((~np.isnan(track).any(axis=1)).mean())
+    return MotionScores(agreement, ratio, magnitude, jitter, flicker, presence)
 
 
 @dataclass(frozen=True)
