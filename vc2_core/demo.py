@@ -17,7 +17,6 @@ an interrupted training continues from its last checkpoint.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,19 +25,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .analysis.metrics import alignment_scores, motion_scores, quality_scores
 from .analysis.plots import bar_chart, line_chart
 from .checkpoint import load_checkpoint
 from .parameter_groups import Group, classify_unet_parameters
-from .pipeline import GenerationSettings, generate
-from .training.config import config_from_dict
-from .training.latent_cache import build_cache
-from .training.stages import get_stage
-from .training.synthetic import high_quality_image, low_quality_video
-from .training.trainer import build_training_model, data_sets, train
+from .synthetic_runs import (
+    FPS,
+    FRAMES,
+    SIZE,
+    pretrain_autoencoder,
+    sample_videos,
+    score,
+    stage_config,
+    to_uint8,
+    train_stage,
+    write_data,
+)
 from .video_io import write_video
-
-SIZE, FRAMES, FPS = 32, 8, 8
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,10 @@ PROMPTS = ("a purple circle moving right slowly", "an orange square moving left 
 PRESETS = {
     "tiny": DemoPreset("tiny", videos=8, stills=4, images=8, stage1_steps=4, stage2_steps=3, batch=2,
                        sample_steps=3, prompts=PROMPTS[:2], seeds=(0,), autoencoder_steps=5),
-    "quick": DemoPreset("quick", videos=96, stills=32, images=64, stage1_steps=120, stage2_steps=70, batch=4,
-                        sample_steps=25, prompts=PROMPTS, seeds=(0,), autoencoder_steps=120),
-    "full": DemoPreset("full", videos=512, stills=128, images=256, stage1_steps=3000, stage2_steps=800, batch=8,
-                       sample_steps=50, prompts=PROMPTS, seeds=(0, 1, 2), autoencoder_steps=3000),
+    "quick": DemoPreset("quick", videos=96, stills=32, images=64, stage1_steps=250, stage2_steps=70, batch=8,
+                        sample_steps=20, prompts=PROMPTS, seeds=(0,), autoencoder_steps=150),
+    "full": DemoPreset("full", videos=512, stills=128, images=256, stage1_steps=3000, stage2_steps=400, batch=8,
+                       sample_steps=50, prompts=PROMPTS, seeds=(0, 1, 2), autoencoder_steps=1000),
 }
 
 
@@ -77,15 +79,13 @@ def run_demo(out: str | Path, preset: str = "quick", seed: int = 0, show_progres
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     say = tqdm.write if show_progress else (lambda text: None)
-    data = write_data(out / "data", chosen, seed, show_progress)
+    data = write_data(out / "data", seed, chosen.videos, chosen.stills, chosen.images, show_progress)
     say(f"[1/4] data in {data}")
-    cpu = not torch.cuda.is_available()
-    start = pretrain_autoencoder(out / "stage0.safetensors", data, chosen, seed, show_progress)
+    start = pretrain_autoencoder(out / "stage0.safetensors", data, chosen.autoencoder_steps, seed, show_progress)
     say(f"[1/4] autoencoder (stage 0, stands in for the pretrained VAE) -> {start}")
-    stage1 = _train_stage(out / "stage1", _stage1_config(out, data, chosen, seed, cpu, start), show_progress)
+    stage1 = train_stage(_stage1_config(out, data, chosen, seed, start), show_progress) / "model.safetensors"
     say(f"[2/4] stage 1 (full) -> {stage1}")
-    stage2 = _train_stage(out / "stage2", _stage2_config(out, data, chosen, seed, cpu, stage1),
-                          show_progress)
+    stage2 = train_stage(_stage2_config(out, data, chosen, seed, stage1), show_progress) / "model.safetensors"
     say(f"[3/4] stage 2 (spa-dir) -> {stage2}")
     results = evaluate(out, stage1, stage2, chosen, show_progress)
     report = write_report(out, chosen, seed, results, time.perf_counter() - started)
@@ -93,191 +93,37 @@ def run_demo(out: str | Path, preset: str = "quick", seed: int = 0, show_progres
     return report
 
 
-# ---- data --------------------------------------------------------------------------------------------------
+# ---- stages ------------------------------------------------------------------------------------------------
 
 
-def write_data(folder: Path, preset: DemoPreset, seed: int, show_progress: bool) -> Path:
-    """The synthetic world as files: videos/ (mp4 + .txt), stills/ and images/ (png + .txt)."""
-    done = folder / "done.json"
-    record = {"preset": preset.name, "seed": seed, "size": SIZE, "frames": FRAMES}
-    if done.is_file() and json.loads(done.read_text()) == record:
-        return folder
-    for name in ("videos", "stills", "images"):
-        (folder / name).mkdir(parents=True, exist_ok=True)
-    total = preset.videos + preset.stills + preset.images
-    with tqdm(total=total, desc="data", unit="item", disable=not show_progress) as bar:
-        for index in range(preset.videos):
-            clip = low_quality_video(seed, index, frames=FRAMES, size=SIZE)
-            write_video(folder / "videos" / f"{index:05d}.mp4", _uint8(clip.frames), FPS)
-            (folder / "videos" / f"{index:05d}.txt").write_text(clip.caption + "\n")
-            bar.update(1)
-        for index in range(preset.stills):  # a frame of further low-quality clips, captioned by the object
-            clip = low_quality_video(seed, preset.videos + index, frames=FRAMES, size=SIZE)
-            _write_png(folder / "stills" / f"{index:05d}.png", clip.frames[0])
-            (folder / "stills" / f"{index:05d}.txt").write_text(f"a {clip.thing.colour} {clip.thing.shape}\n")
-            bar.update(1)
-        for index in range(preset.images):
-            picture = high_quality_image(seed, index, size=SIZE)
-            _write_png(folder / "images" / f"{index:05d}.png", picture.pixels)
-            (folder / "images" / f"{index:05d}.txt").write_text(picture.caption + "\n")
-            bar.update(1)
-    done.write_text(json.dumps(record))
-    return folder
+def _stage1_config(out: Path, data: Path, preset: DemoPreset, seed: int, start: Path):
+    return stage_config(out / "stage1", out / "cache" / "stage1", "full", start, seed, preset.stage1_steps,
+                        lr=1e-3, videos=data / "videos", images=data / "stills", batch=preset.batch)
 
 
-def _uint8(frames: np.ndarray) -> np.ndarray:
-    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
-
-
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    from PIL import Image
-
-    Image.fromarray(_uint8(pixels)).save(path)
-
-
-# ---- stage 0: an autoencoder ----------------------------------------------------------------------------------
-
-
-def pretrain_autoencoder(path: Path, data: Path, preset: DemoPreset, seed: int, show_progress: bool) -> Path:
-    """The starting model: the tiny architecture with random UNet and text encoder, and a VAE trained to
-    reconstruct the world's pictures (VideoCrafter2 starts from Stable Diffusion's trained VAE; a random
-    one would make every video noise). The latent is rescaled so that ``scale_factor * z`` has unit
-    standard deviation, as SD's 0.18215 does for its VAE."""
-    from PIL import Image
-
-    from .checkpoint import save_checkpoint
-    from .config import preset as preset_config
-    from .model import VideoCrafter
-
-    if path.is_file():
-        return path
-    torch.manual_seed(seed)
-    model = VideoCrafter(preset_config("tiny"))
-    files = sorted((data / "stills").glob("*.png")) + sorted((data / "images").glob("*.png"))
-    pictures = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), np.float32) / 127.5 - 1)
-                            .permute(2, 0, 1) for f in files])  # (n, 3, H, W) in [-1, 1]
-    vae = model.vae.train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed)
-    with tqdm(range(preset.autoencoder_steps), desc="autoencoder", unit="step", disable=not show_progress) as bar:
-        for _ in bar:
-            batch = pictures[torch.randint(len(pictures), (16,), generator=generator)]
-            mean, logvar = vae.posterior(batch)
-            z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
-            reconstruction = vae.decode(z)
-            kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
-            loss = (reconstruction - batch).abs().mean() + 1e-4 * kl
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            bar.set_postfix(l1=f"{loss.item():.4f}", refresh=False)
-    vae.eval()
-    with torch.no_grad():
-        std = float(vae.posterior(pictures)[0].std())
-        gain = 1.0 / (vae.scale_factor * std)  # mean -> gain * mean, so scale_factor * z has unit std
-        quant, post = vae.autoencoder.quant_conv, vae.autoencoder.post_quant_conv
-        z = quant.out_channels // 2
-        quant.weight[:z] *= gain
-        quant.bias[:z] *= gain
-        quant.bias[z:] += 2 * np.log(gain)  # log-variance of the rescaled latent
-        post.weight /= gain
-    save_checkpoint(model, path)
-    return path
-
-
-# ---- training ----------------------------------------------------------------------------------------------
-
-
-def _common(out: Path, name: str, seed: int, steps: int, cpu: bool, start: Path) -> dict:
-    return {
-        "run": {"output_dir": str(out / name), "seed": seed, "max_steps": steps, "cpu": cpu},
-        "model": {"checkpoint": str(start), "gradient_checkpointing": False},
-        "data": {"num_workers": 0, "cache": str(out / "cache" / name)},
-        "checkpoint": {"every": max(steps // 4, 1), "keep_last": 1},
-        "log": {"every": 1, "tensorboard": False},
-    }
-
-
-def _stage1_config(out: Path, data: Path, preset: DemoPreset, seed: int, cpu: bool, start: Path):
-    raw = _common(out, "stage1", seed, preset.stage1_steps, cpu, start)
-    raw |= {
-        "stage": {"name": "full"},
-        "videos": {"index": str(data / "videos"), "frames": FRAMES, "height": SIZE, "width": SIZE,
-                   "frame_stride": [1, 1], "fps": FPS, "batch_size": preset.batch},
-        "images": {"index": str(data / "stills"), "height": SIZE, "width": SIZE, "fps": FPS,
-                   "batch_size": preset.batch, "ratio": 0.2},
-        "optim": {"lr": 1e-3, "warmup_steps": min(20, preset.stage1_steps // 4), "max_grad_norm": 1.0},
-    }
-    return config_from_dict(raw, "demo stage 1")
-
-
-def _stage2_config(out: Path, data: Path, preset: DemoPreset, seed: int, cpu: bool, start: Path):
-    raw = _common(out, "stage2", seed, preset.stage2_steps, cpu, start)
-    raw |= {
-        "stage": {"name": "spa-dir"},
-        "images": {"index": str(data / "images"), "height": SIZE, "width": SIZE, "fps": FPS,
-                   "batch_size": preset.batch * 2},
-        "optim": {"lr": 5e-4, "max_grad_norm": 1.0},
-    }
-    return config_from_dict(raw, "demo stage 2")
-
-
-def _train_stage(folder: Path, config, show_progress: bool) -> Path:
-    """The stage's final model file: trained now, continued from its last checkpoint, or already there.
-
-    The stage's data is encoded once into a latent cache (VAE moments and caption embeddings, by the
-    model the stage starts from), so steps neither decode video files nor run the frozen encoders."""
-    summary = folder / "summary.json"
-    if summary.is_file():
-        record = json.loads(summary.read_text())
-        if record["steps"] == config.run.max_steps and record["final_checkpoint"]:
-            return Path(record["final_checkpoint"]) / "model.safetensors"
-    cache = Path(config.data.cache)
-    if not (cache / "cache.json").is_file():
-        shutil.rmtree(cache, ignore_errors=True)  # an interrupted build
-        model = build_training_model(config)
-        kinds = tuple(kind for kind in ("videos", "images") if kind in get_stage(config.stage.name).data)
-        datasets, _ = data_sets(config, model.config, kinds)
-        build_cache(model, datasets, cache, seed=config.run.seed, show_progress=show_progress)
-    result = train(config, resume="auto", show_progress=show_progress)
-    return Path(result.final_checkpoint) / "model.safetensors"
+def _stage2_config(out: Path, data: Path, preset: DemoPreset, seed: int, start: Path):
+    return stage_config(out / "stage2", out / "cache" / "stage2", "spa-dir", start, seed, preset.stage2_steps,
+                        lr=5e-4, images=data / "images", batch=preset.batch)
 
 
 # ---- evaluation --------------------------------------------------------------------------------------------
 
 
-def parse_prompt(prompt: str) -> dict[str, str]:
-    """colour, shape, direction, speed of a demo prompt ("a purple circle moving right slowly")."""
-    words = prompt.split()
-    return {"colour": words[1], "shape": words[2], "direction": words[4], "speed": words[5]}
-
-
 def evaluate(out: Path, stage1: Path, stage2: Path, preset: DemoPreset, show_progress: bool) -> dict:
     """Videos of every prompt and seed from both stages, their metrics, and the side-by-side files."""
-    settings = GenerationSettings(height=SIZE, width=SIZE, frames=FRAMES, fps=FPS, steps=preset.sample_steps,
-                                  cfg=7.5, eta=0.0)
     videos: dict[str, np.ndarray] = {}
     rows = []
     unets = {}
     for stage, path in (("stage1", stage1), ("stage2", stage2)):
         model, _ = load_checkpoint(path)
         unets[stage] = model.unet
-        model.unet.set_attention_backend("sdpa")
-        for prompt in tqdm(preset.prompts, desc=f"sample {stage}", disable=not show_progress):
-            frames = generate(model, [prompt] * len(preset.seeds), list(preset.seeds), settings)
-            for seed, video in zip(preset.seeds, frames):
-                pixels = ((video.permute(1, 2, 3, 0).numpy() + 1) / 2).clip(0, 1)  # (t, h, w, 3)
-                videos[f"{stage}|{prompt}|{seed}"] = pixels
-                rows.append({"stage": stage, "prompt": prompt, "seed": seed, **score(pixels, prompt)})
+        sampled = sample_videos(model, preset.prompts, preset.seeds, preset.sample_steps, show_progress, stage)
+        for (prompt, seed), pixels in sampled.items():
+            videos[f"{stage}|{prompt}|{seed}"] = pixels
+            rows.append({"stage": stage, "prompt": prompt, "seed": seed, **score(pixels, prompt)})
     side_by_side = write_side_by_side(out, videos, preset)
     return {"rows": rows, "videos": side_by_side,
             "temporal_identical": temporal_identical(unets["stage1"], unets["stage2"])}
-
-
-def score(pixels: np.ndarray, prompt: str) -> dict[str, float]:
-    p = parse_prompt(prompt)
-    return {**motion_scores(pixels, p["direction"], p["speed"]).as_dict(), **quality_scores(pixels).as_dict(),
-            **alignment_scores(pixels, p["colour"], p["shape"]).as_dict()}
 
 
 def write_side_by_side(out: Path, videos: dict[str, np.ndarray], preset: DemoPreset) -> list[Path]:
@@ -290,7 +136,7 @@ def write_side_by_side(out: Path, videos: dict[str, np.ndarray], preset: DemoPre
         rows.append(np.concatenate([left, gap, right], axis=2))
     grid = np.concatenate(rows, axis=1)
     grid = grid.repeat(4, axis=1).repeat(4, axis=2)
-    frames = _uint8(grid)
+    frames = to_uint8(grid)
     return [write_video(out / f"stage1_vs_stage2.{kind}", frames, FPS) for kind in ("mp4", "gif")]
 
 

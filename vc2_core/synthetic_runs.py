@@ -1,0 +1,244 @@
+"""Runs on the embedded synthetic world, shared by ``vc2 demo`` and ``vc2 study coupling``.
+
+- :func:`world_model_config`: the VideoCrafter2 architecture at toy size, with a 4x VAE so that a
+  32x32 frame is an 8x8 latent (the UNet step is four times cheaper than at 16x16);
+- :func:`write_data`: the world as files the trainer reads (low-quality videos and stills,
+  high-quality images, each with a caption);
+- :func:`pretrain_autoencoder`: stage 0, a VAE trained on the world's pictures, standing in for the
+  pretrained VAE VideoCrafter2 starts from;
+- :func:`seeded_start`: that model with a fresh UNet drawn from a seed;
+- :func:`stage_config` / :func:`train_stage`: a run of ``vc2 train`` from a latent cache;
+- :func:`sample_and_score`: videos of prompts from a model, and their metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .analysis.metrics import alignment_scores, motion_scores, quality_scores
+from .config import ModelConfig, VAEConfig
+from .config import preset as preset_config
+from .pipeline import GenerationSettings, generate
+from .training.config import TrainConfig, config_from_dict
+from .training.latent_cache import build_cache
+from .training.stages import get_stage
+from .training.synthetic import high_quality_image, low_quality_video
+from .training.trainer import build_training_model, data_sets, train
+from .video_io import write_video
+
+SIZE, FRAMES, FPS = 32, 8, 8
+
+
+def world_model_config() -> ModelConfig:
+    """The tiny VideoCrafter2 architecture with a three-level (4x) VAE: 32x32 frames, 8x8 latents."""
+    tiny = preset_config("tiny")
+    return dataclasses.replace(tiny, name="tiny-world", vae=VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1),
+                               height=SIZE, width=SIZE)
+
+
+# ---- data --------------------------------------------------------------------------------------------------
+
+
+def write_data(folder: Path, seed: int, videos: int, stills: int, images: int, show_progress: bool) -> Path:
+    """The synthetic world as files: videos/ (mp4 + .txt), stills/ and images/ (png + .txt)."""
+    done = folder / "done.json"
+    record = {"seed": seed, "videos": videos, "stills": stills, "images": images, "size": SIZE, "frames": FRAMES}
+    if done.is_file() and json.loads(done.read_text()) == record:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)  # another world, or an interrupted write
+    for name in ("videos", "stills", "images"):
+        (folder / name).mkdir(parents=True)
+    with tqdm(total=videos + stills + images, desc="data", unit="item", disable=not show_progress) as bar:
+        for index in range(videos):
+            clip = low_quality_video(seed, index, frames=FRAMES, size=SIZE)
+            write_video(folder / "videos" / f"{index:05d}.mp4", to_uint8(clip.frames), FPS)
+            (folder / "videos" / f"{index:05d}.txt").write_text(clip.caption + "\n")
+            bar.update(1)
+        for index in range(stills):  # a frame of further low-quality clips, captioned by the object
+            clip = low_quality_video(seed, videos + index, frames=FRAMES, size=SIZE)
+            _write_png(folder / "stills" / f"{index:05d}.png", clip.frames[0])
+            (folder / "stills" / f"{index:05d}.txt").write_text(f"a {clip.thing.colour} {clip.thing.shape}\n")
+            bar.update(1)
+        for index in range(images):
+            picture = high_quality_image(seed, index, size=SIZE)
+            _write_png(folder / "images" / f"{index:05d}.png", picture.pixels)
+            (folder / "images" / f"{index:05d}.txt").write_text(picture.caption + "\n")
+            bar.update(1)
+    done.write_text(json.dumps(record))
+    return folder
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(to_uint8(pixels)).save(path)
+
+
+# ---- stage 0: an autoencoder ----------------------------------------------------------------------------------
+
+
+def pretrain_autoencoder(path: Path, data: Path, steps: int, seed: int, show_progress: bool) -> Path:
+    """The starting model: the world's architecture with random UNet and text encoder, and a VAE trained to
+    reconstruct the world's pictures (VideoCrafter2 starts from Stable Diffusion's trained VAE; a random
+    one would make every video noise). The latent is rescaled so that ``scale_factor * z`` has unit
+    standard deviation, as SD's 0.18215 does for its VAE. The text encoder stays random, with word
+    embeddings :data:`WORD_EMBEDDING_GAIN` times open_clip's initial scale, so that each word of a caption
+    gets a distinct output, as a trained CLIP gives it (see :func:`distinct_word_embeddings`)."""
+    from PIL import Image
+
+    from .checkpoint import save_checkpoint
+    from .model import VideoCrafter
+
+    if path.is_file():
+        return path
+    torch.manual_seed(seed)
+    model = VideoCrafter(world_model_config())
+    distinct_word_embeddings(model.text_encoder)
+    files = sorted((data / "stills").glob("*.png")) + sorted((data / "images").glob("*.png"))
+    pictures = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), np.float32) / 127.5 - 1)
+                            .permute(2, 0, 1) for f in files])  # (n, 3, H, W) in [-1, 1]
+    vae = model.vae.train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    with tqdm(range(steps), desc="autoencoder", unit="step", disable=not show_progress) as bar:
+        for _ in bar:
+            batch = pictures[torch.randint(len(pictures), (16,), generator=generator)]
+            mean, logvar = vae.posterior(batch)
+            z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
+            reconstruction = vae.decode(z)
+            kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+            loss = (reconstruction - batch).abs().mean() + 1e-4 * kl
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            bar.set_postfix(l1=f"{loss.item():.4f}", refresh=False)
+    vae.eval()
+    with torch.no_grad():
+        std = float(vae.posterior(pictures)[0].std())
+        gain = 1.0 / (vae.scale_factor * std)  # mean -> gain * mean, so scale_factor * z has unit std
+        quant, post = vae.autoencoder.quant_conv, vae.autoencoder.post_quant_conv
+        z = quant.out_channels // 2
+        quant.weight[:z] *= gain
+        quant.bias[:z] *= gain
+        quant.bias[z:] += 2 * np.log(gain)  # log-variance of the rescaled latent
+        post.weight /= gain
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, path)
+    return path
+
+
+WORD_EMBEDDING_GAIN = 10.0
+
+
+@torch.no_grad()
+def distinct_word_embeddings(text_encoder: torch.nn.Module) -> None:
+    """Scale a random text encoder's word embeddings by :data:`WORD_EMBEDDING_GAIN`.
+
+    At open_clip's initial scale (std 0.02, as the position embeddings) a random transformer's outputs are
+    dominated by what every caption shares: "moving left" and "moving right" give outputs with cosine
+    0.94 at the direction word, and the UNet can barely tell the directions apart. At ten times that
+    scale the differing word's output has cosine near 0 while the other positions still mix their context."""
+    embedding = text_encoder.tower.embeddings.token_embedding.weight
+    embedding.mul_(WORD_EMBEDDING_GAIN)
+
+
+def seeded_start(autoencoder: Path, seed: int, path: Path) -> Path:
+    """The stage-0 model (trained VAE, text encoder) with a fresh UNet drawn from ``seed``, at ``path``."""
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .model import VideoCrafter
+
+    if path.is_file():
+        return path
+    model, _ = load_checkpoint(autoencoder)
+    torch.manual_seed(seed)
+    model.unet.load_state_dict(VideoCrafter(model.config).unet.state_dict())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, path)
+    return path
+
+
+# ---- training ----------------------------------------------------------------------------------------------
+
+
+def stage_config(folder: Path, cache: Path, stage: str, start: Path, seed: int, steps: int, *, lr: float,
+                 videos: Path | None = None, images: Path | None = None, batch: int = 8,
+                 image_ratio: float = 0.2, every: int | None = None, keep_last: int = 1) -> TrainConfig:
+    """A ``vc2 train`` config for one stage of a synthetic run: videos and/or images at the world's size,
+    AdamW at ``lr`` with a short warm-up, a checkpoint every ``every`` steps (default: a quarter of the run)."""
+    raw: dict = {
+        "run": {"output_dir": str(folder), "seed": seed, "max_steps": steps, "cpu": not torch.cuda.is_available()},
+        "model": {"checkpoint": str(start), "gradient_checkpointing": False},
+        "stage": {"name": stage},
+        "data": {"num_workers": 0, "cache": str(cache)},
+        "checkpoint": {"every": every or max(steps // 4, 1), "keep_last": keep_last},
+        "log": {"every": 1, "tensorboard": False},
+        "optim": {"lr": lr, "warmup_steps": min(20, steps // 4), "max_grad_norm": 1.0},
+    }
+    if videos is not None:
+        raw["videos"] = {"index": str(videos), "frames": FRAMES, "height": SIZE, "width": SIZE,
+                         "frame_stride": [1, 1], "fps": FPS, "batch_size": batch}
+    if images is not None:
+        raw["images"] = {"index": str(images), "height": SIZE, "width": SIZE, "fps": FPS,
+                         "batch_size": batch if videos is not None else batch * 2, "ratio": image_ratio}
+    return config_from_dict(raw, f"synthetic run {folder}")
+
+
+def train_stage(config: TrainConfig, show_progress: bool) -> Path:
+    """The stage's final checkpoint folder: trained now, continued from its last checkpoint, or already there.
+
+    The stage's data is encoded once into a latent cache (VAE moments and caption embeddings, by the
+    model the stage starts from), so steps neither decode files nor run the frozen encoders."""
+    summary = Path(config.run.output_dir) / "summary.json"
+    if summary.is_file():
+        record = json.loads(summary.read_text())
+        if record["steps"] == config.run.max_steps and record["final_checkpoint"]:
+            return Path(record["final_checkpoint"])
+    cache = Path(config.data.cache)
+    if not (cache / "cache.json").is_file():
+        shutil.rmtree(cache, ignore_errors=True)  # an interrupted build
+        model = build_training_model(config)
+        kinds = tuple(kind for kind in ("videos", "images") if kind in get_stage(config.stage.name).data
+                      and getattr(config, kind).index is not None)
+        datasets, _ = data_sets(config, model.config, kinds)
+        build_cache(model, datasets, cache, seed=config.run.seed, show_progress=show_progress)
+    result = train(config, resume="auto", show_progress=show_progress)
+    return Path(result.final_checkpoint)
+
+
+# ---- evaluation --------------------------------------------------------------------------------------------
+
+
+def parse_prompt(prompt: str) -> dict[str, str]:
+    """colour, shape, direction, speed of a world prompt ("a purple circle moving right slowly")."""
+    words = prompt.split()
+    return {"colour": words[1], "shape": words[2], "direction": words[4], "speed": words[5]}
+
+
+def score(pixels: np.ndarray, prompt: str) -> dict[str, float]:
+    """Every metric of one video (t, h, w, 3) in [0, 1] against its prompt."""
+    p = parse_prompt(prompt)
+    return {**motion_scores(pixels, p["direction"], p["speed"]).as_dict(), **quality_scores(pixels).as_dict(),
+            **alignment_scores(pixels, p["colour"], p["shape"]).as_dict()}
+
+
+def sample_videos(model, prompts: tuple[str, ...], seeds: tuple[int, ...], steps: int,
+                  show_progress: bool, label: str) -> dict[tuple[str, int], np.ndarray]:
+    """{(prompt, seed): frames (t, h, w, 3) in [0, 1]}: DDIM with ``steps`` steps, cfg 7.5, eta 0."""
+    settings = GenerationSettings(height=SIZE, width=SIZE, frames=FRAMES, fps=FPS, steps=steps, cfg=7.5, eta=0.0)
+    model.unet.set_attention_backend("sdpa")
+    pairs = [(prompt, seed) for prompt in prompts for seed in seeds]  # one batch: CPU steps are cheaper wide
+    with tqdm(total=steps, desc=f"sample {label}", unit="step", disable=not show_progress) as bar:
+        frames = generate(model, [p for p, _ in pairs], [s for _, s in pairs], settings,
+                          callback=lambda step: bar.update(1))
+    return {pair: ((video.permute(1, 2, 3, 0).numpy() + 1) / 2).clip(0, 1) for pair, video in zip(pairs, frames)}
