@@ -64,7 +64,7 @@ PRESETS = {
     "tiny": DemoPreset("tiny", videos=8, stills=4, images=8, stage1_steps=4, stage2_steps=3, batch=2,
                        sample_steps=3, prompts=PROMPTS[:2], seeds=(0,), autoencoder_steps=5),
     "quick": DemoPreset("quick", videos=96, stills=32, images=64, stage1_steps=250, stage2_steps=70, batch=8,
-                        sample_steps=20, prompts=PROMPTS, seeds=(0,), autoencoder_steps=150),
+                        sample_steps=20, prompts=PROMPTS, seeds=(0,), autoencoder_steps=160),
     "full": DemoPreset("full", videos=512, stills=128, images=256, stage1_steps=3000, stage2_steps=400, batch=8,
                        sample_steps=50, prompts=PROMPTS, seeds=(0, 1, 2), autoencoder_steps=1000),
 }
@@ -150,7 +150,8 @@ def temporal_identical(first: torch.nn.Module, second: torch.nn.Module) -> bool:
 # ---- report -------------------------------------------------------------------------------------------------
 
 
-METRICS = (("direction_agreement", "motion: direction agreement (1 = as prompted)", True),
+METRICS = (("presence", "motion: object present (fraction of frames)", True),
+           ("direction_agreement", "motion: direction agreement (1 = as prompted)", True),
            ("speed_ratio", "motion: speed / prompted speed (1 = as prompted)", None),
            ("track_jitter", "motion: track jitter (lower = smoother)", False),
            ("sharpness", "quality: sharpness", True),
@@ -224,7 +225,7 @@ def write_report(out: Path, preset: DemoPreset, seed: int, results: dict, second
 
 def _reading(verdicts: dict[str, str]) -> str:
     quality = [k for k in ("sharpness", "watermark", "saturation") if verdicts[k] == "stage 2"]
-    motion = [k for k in ("direction_agreement", "speed_ratio", "track_jitter") if verdicts[k] == "stage 1"]
+    motion = [k for k in ("presence", "direction_agreement", "speed_ratio", "track_jitter") if verdicts[k] == "stage 1"]
     # ties ("same") count as neither better picture quality nor worse motion
     parts = []
     if quality:

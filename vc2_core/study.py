@@ -94,11 +94,11 @@ PRESETS = {
     "tiny": StudyPreset("tiny", videos=8, stills=4, images=8, autoencoder_steps=5, image_model_steps=2,
                         base_steps=3, perturb_steps=(1, 2), batch=2, sample_steps=2, prompts=PROMPTS[:2],
                         sample_seeds=(0,)),
-    "quick": StudyPreset("quick", videos=256, stills=64, images=128, autoencoder_steps=300, image_model_steps=600,
-                         base_steps=600, perturb_steps=(50, 200), batch=8, sample_steps=20, prompts=PROMPTS,
+    "quick": StudyPreset("quick", videos=256, stills=64, images=128, autoencoder_steps=600, image_model_steps=300,
+                         base_steps=600, perturb_steps=(40, 160), batch=8, sample_steps=20, prompts=PROMPTS,
                          sample_seeds=(0, 1)),
-    "full": StudyPreset("full", videos=256, stills=64, images=128, autoencoder_steps=300, image_model_steps=600,
-                        base_steps=1500, perturb_steps=(50, 200), batch=8, sample_steps=20, prompts=PROMPTS,
+    "full": StudyPreset("full", videos=256, stills=64, images=128, autoencoder_steps=600, image_model_steps=300,
+                        base_steps=1500, perturb_steps=(40, 160), batch=8, sample_steps=20, prompts=PROMPTS,
                         sample_seeds=(0, 1)),
 }
 
@@ -117,6 +117,8 @@ def run_study(out: str | Path, preset: str = "quick", seeds: tuple[int, ...] = (
     if len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise ValueError(f"the study needs at least two distinct seeds for its intervals; got {list(seeds)}")
     chosen = PRESETS[preset]
+    if any(length % chosen.perturb_steps[0] for length in chosen.perturb_steps):
+        raise ValueError(f"fine-tuning lengths {chosen.perturb_steps} must be multiples of the first")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -156,8 +158,6 @@ def train_seed(folder: Path, data: Path, autoencoder: Path, preset: StudyPreset,
     }
     models = [("F-base", 0, bases["F"]), ("P-base", 0, bases["P"])]
     every, longest = preset.perturb_steps[0], preset.perturb_steps[-1]
-    if any(length % every for length in preset.perturb_steps):
-        raise ValueError(f"fine-tuning lengths {preset.perturb_steps} must be multiples of the first")
     for variant in VARIANTS:
         run = folder / variant.name
         train_stage(stage_config(run, caches / "images", variant.stage, bases[variant.base], seed,
