@@ -290,6 +290,28 @@ PAIRS = (("F-Spa-LORA", "P-Spa-LORA", "87%"), ("F-Temp-LORA", "P-Temp-LORA", "73
          ("F-Spa-DIR", "F-Spa&Temp-DIR", "67%"))
 
 
+def reference_scores(count: int = 40) -> dict[str, dict[str, float]]:
+    """The metrics' scale: means over the world's own low-quality clips (what a perfect stage 1 would score), the
+    same clips with their frames shuffled (no temporal coherence), and the high-quality images held still."""
+    from .analysis.metrics import motion_scores, quality_scores
+    from .training.synthetic import DIRECTIONS, high_quality_image, low_quality_video
+
+    clips = [c for c in (low_quality_video(0, 10_000 + i) for i in range(count)) if c.motion.kind in DIRECTIONS]
+    order = np.random.default_rng(0)
+    sets = {
+        "low-quality clips": [c.frames for c in clips],
+        "the same, frames shuffled": [c.frames[order.permutation(len(c.frames))] for c in clips],
+        "high-quality images, held still": [np.repeat(high_quality_image(0, 10_000 + i).pixels[None], 8, axis=0)
+                                            for i in range(len(clips))],
+    }
+    out = {}
+    for name, videos in sets.items():
+        rows = [{**motion_scores(v, c.motion.kind, c.motion.speed).as_dict(), **quality_scores(v).as_dict()}
+                for v, c in zip(videos, clips)]
+        out[name] = {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}
+    return out
+
+
 def aggregate(out: Path, preset: StudyPreset, seeds: tuple[int, ...]) -> dict:
     """Per-model means and intervals over seeds, pairwise motion preferences, and each claim's verdict."""
     last = preset.perturb_steps[-1]
@@ -327,7 +349,7 @@ def aggregate(out: Path, preset: StudyPreset, seeds: tuple[int, ...]) -> dict:
     motion_learned = {base: {key: models[f"{base}@0"][key] for key in ("direction_agreement", "presence",
                                                                      "motion_magnitude")} for base in BASES}
     return {"models": models, "per_seed": per_seed, "preferences": preferences, "claims": claims,
-            "motion_learned": motion_learned}
+            "motion_learned": motion_learned, "reference": reference_scores()}
 
 
 # ---- report -------------------------------------------------------------------------------------------------
@@ -366,9 +388,33 @@ def write_plots(out: Path, preset: StudyPreset, results: dict) -> list[Path]:
     return charts
 
 
+SAMPLED = ("F-base", "F-Spa-DIR", "F-Spa-LORA", "F-Temp-LORA", "P-base", "P-Spa-LORA", "P-Temp-LORA")
+
+
+def write_samples(out: Path, preset: StudyPreset, seed: int) -> Path:
+    """``samples.png``: for the first two prompts (first sample seed), a row of frames per model (the bases and
+    their longest fine-tunes), 3x enlarged; the models' names are in the report."""
+    from PIL import Image
+
+    last = preset.perturb_steps[-1]
+    rows = []
+    for prompt_index in range(min(2, len(preset.prompts))):
+        for name in SAMPLED:
+            length = 0 if name.endswith("base") else last
+            videos = np.load(out / f"seed{seed}" / "scores" / f"{name.replace('&', '+')}@{length}.npz")["videos"]
+            video = videos[prompt_index * len(preset.sample_seeds)]  # (t, h, w, 3) uint8
+            rows.append(np.concatenate(list(video), axis=1))
+        rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
+    grid = np.concatenate(rows[:-1], axis=0)
+    path = out / "samples.png"
+    Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(path)
+    return path
+
+
 def write_report(out: Path, preset: StudyPreset, seeds: tuple[int, ...], results: dict, seconds: float) -> Path:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     charts = write_plots(out, preset, results)
+    samples = write_samples(out, preset, seeds[0])
     models = results["models"]
     order = [f"{b}@0" for b in BASES] + [f"{v.name}@{length}" for v in VARIANTS for length in preset.perturb_steps]
     lines = [
@@ -386,6 +432,13 @@ def write_report(out: Path, preset: StudyPreset, seeds: tuple[int, ...], results
         "direction agreement (1 = as prompted, 0 = unrelated) |", "|---|---|---|---|",
         *[f"| {base} | {_cell(v['presence'])} | {_cell(v['motion_magnitude'])} | {_cell(v['direction_agreement'])} |"
           for base, v in results["motion_learned"].items()], "",
+        "For scale, the metrics on the world's own data (no model):", "",
+        "| data | track jitter | background flicker | motion magnitude | direction agreement | sharpness | "
+        "watermark | saturation |", "|---|---|---|---|---|---|---|---|",
+        *[f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in ("track_jitter", "flicker", "motion_magnitude",
+                                                              "direction_agreement", "sharpness", "watermark",
+                                                              "saturation")) + " |"
+          for name, r in results["reference"].items()], "",
         "## Visual quality (the paper's Table 3)", "",
         "| model | steps | " + " | ".join(f"{label} {'↑' if up else '↓'}" for _, label, up in QUALITY) + " |",
         "|---|---:|" + "---|" * len(QUALITY),
@@ -413,6 +466,10 @@ def write_report(out: Path, preset: StudyPreset, seeds: tuple[int, ...], results
           for c in results["claims"]], "",
         "## Reading", "", _reading(results), "",
         *[f"![{chart.stem}]({chart.name})" for chart in charts], "",
+        f"Samples of seed {seeds[0]} ({samples.name}): for the prompts \"{preset.prompts[0]}\" and "
+        f"\"{preset.prompts[min(1, len(preset.prompts) - 1)]}\", a row of frames (time to the right) per model: "
+        + ", ".join(f"{name}" + ("" if name.endswith("base") else f"@{preset.perturb_steps[-1]}") for name in SAMPLED)
+        + ".", "", f"![samples]({samples.name})", "",
         "Files: `results.json` (every number above, and per-seed means), `seed*/scores/*.json` (every video's "
         "scores), `seed*/*/` (training runs).", "",
     ]
@@ -422,10 +479,19 @@ def write_report(out: Path, preset: StudyPreset, seeds: tuple[int, ...], results
 
 
 def _reading(results: dict) -> str:
-    counts = {verdict: [c["claim"] for c in results["claims"] if c["verdict"] == verdict]
+    counts = {verdict: [f"{c['claim']} ({c['metric']})" for c in results["claims"] if c["verdict"] == verdict]
               for verdict in ("reproduced", "not resolved", "contradicted")}
     prompted = {base: v["direction_agreement"][1] > 0 for base, v in results["motion_learned"].items()}
     parts = []
+    real, shuffled = (results["reference"][k]["track_jitter"] for k in ("low-quality clips",
+                                                                         "the same, frames shuffled"))
+    jitter = {base: results["models"][f"{base}@0"]["track_jitter"][0] for base in BASES}
+    incoherent = [base for base, value in jitter.items() if value > (real + shuffled) / 2]
+    if incoherent:
+        parts.append(f"{' and '.join(incoherent)} {'has' if len(incoherent) == 1 else 'have'} not learned temporally "
+                     f"coherent video: track jitter {', '.join(f'{jitter[b]:.3f}' for b in incoherent)}, nearer the "
+                     f"shuffled clips' {shuffled:.3f} than the clips' own {real:.3f}; the motion orderings below "
+                     "compare degrees of incoherence, and train longer bases to test them.")
     if not all(prompted.values()):
         still = [base for base, ok in prompted.items() if not ok]
         parts.append(f"{' and '.join(still)} {'does' if len(still) == 1 else 'do'} not move in the prompted "
