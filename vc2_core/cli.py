@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                     "fine-tuning on high-quality images), then videos of both stages side by side, loss and metric "
                     "charts and a report. Resumable: run it again to continue an interrupted run.")
     demo.add_argument("--preset", default="quick", choices=["tiny", "quick", "full"],
-                      help="quick (default): about 4 minutes on a 2-core CPU; full: about an hour; tiny: seconds "
+                      help="quick (default): under 5 minutes on a 2-core CPU; full: about 40 minutes; tiny: seconds "
                            "(tests)")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data, the training and the samples")
