@@ -128,8 +128,8 @@ def run_study(out: str | Path, preset: str = "quick", seeds: tuple[int, ...] = (
     for seed in seeds:
         say(f"seed {seed}: bases")
         models = train_seed(out / f"seed{seed}", data, autoencoder, chosen, seed, show_progress)
-        for name, length, path in models:
-            score_model(out / f"seed{seed}", name, length, path, chosen, show_progress)
+        for name, length, path, base in models:
+            score_model(out / f"seed{seed}", name, length, path, base, chosen, show_progress)
     results = aggregate(out, chosen, seeds)
     report = write_report(out, chosen, seeds, results, time.perf_counter() - started)
     say(f"report {report}")
@@ -140,9 +140,9 @@ def run_study(out: str | Path, preset: str = "quick", seeds: tuple[int, ...] = (
 
 
 def train_seed(folder: Path, data: Path, autoencoder: Path, preset: StudyPreset, seed: int,
-               show_progress: bool) -> list[tuple[str, int, Path]]:
-    """Train one seed's image model, bases and perturbations; returns (model name, length, weights) to score:
-    a model file for the bases and direct fine-tunes, a LoRA file for the LoRA variants."""
+               show_progress: bool) -> list[tuple[str, int, Path, Path]]:
+    """Train one seed's image model, bases and perturbations; returns (model name, length, weights, base model)
+    to score: weights are a model file for the bases and direct fine-tunes, a LoRA file for the LoRA variants."""
     start = seeded_start(autoencoder, seed, folder / "start.safetensors")
     caches = folder.parent / "cache"  # the frozen VAE and text encoder are stage 0's in every seed
     image_model = train_stage(stage_config(
@@ -156,7 +156,7 @@ def train_seed(folder: Path, data: Path, autoencoder: Path, preset: StudyPreset,
                                       preset.base_steps, lr=1e-3, videos=data / "videos", batch=preset.batch),
                          show_progress) / "model.safetensors",
     }
-    models = [("F-base", 0, bases["F"]), ("P-base", 0, bases["P"])]
+    models = [("F-base", 0, bases["F"], bases["F"]), ("P-base", 0, bases["P"], bases["P"])]
     every, longest = preset.perturb_steps[0], preset.perturb_steps[-1]
     for variant in VARIANTS:
         run = folder / variant.name
@@ -166,7 +166,7 @@ def train_seed(folder: Path, data: Path, autoencoder: Path, preset: StudyPreset,
         for length in preset.perturb_steps:
             checkpoint = run / run_dir.CHECKPOINTS / run_dir.checkpoint_name(length)
             weights = checkpoint / ("lora.safetensors" if "lora" in variant.stage else "model.safetensors")
-            models.append((variant.name, length, weights))
+            models.append((variant.name, length, weights, bases[variant.base]))
     return models
 
 
@@ -174,7 +174,7 @@ def base_of(name: str) -> str:
     return "F-base" if name.startswith("F") else "P-base"
 
 
-def score_model(folder: Path, name: str, length: int, weights: Path, preset: StudyPreset,
+def score_model(folder: Path, name: str, length: int, weights: Path, base: Path, preset: StudyPreset,
                 show_progress: bool) -> list[dict]:
     """The scores of every (prompt, sample seed) video of one model, cached in ``scores/NAME@LENGTH.json``;
     the videos themselves (uint8, (n, t, h, w, 3), in the rows' order) in ``scores/NAME@LENGTH.npz``."""
@@ -182,7 +182,7 @@ def score_model(folder: Path, name: str, length: int, weights: Path, preset: Stu
     if path.is_file():
         return json.loads(path.read_text())
     if weights.name.startswith("lora"):
-        model, _ = load_checkpoint(_final_model(folder / base_of(name)))
+        model, _ = load_checkpoint(base)
         load_lora(model.unet, read_lora(weights))
     else:
         model, _ = load_checkpoint(weights)
@@ -194,11 +194,6 @@ def score_model(folder: Path, name: str, length: int, weights: Path, preset: Stu
     np.savez_compressed(path.with_suffix(".npz"), videos=to_uint8(np.stack(list(videos.values()))))
     path.write_text(json.dumps(rows, indent=1))  # last: a scores file means the model is done
     return rows
-
-
-def _final_model(run: Path) -> Path:
-    record = json.loads((run / "summary.json").read_text())
-    return Path(record["final_checkpoint"]) / "model.safetensors"
 
 
 # ---- statistics --------------------------------------------------------------------------------------------
