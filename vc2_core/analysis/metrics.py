@@ -4,19 +4,25 @@ Frames are (t, h, w, 3) float in [0, 1]. Each metric reads the video only (no mo
 validated in tests/test_analysis.py: the generator's own clips score high, static, shuffled and
 degraded clips score low.
 
-- **motion**: the object is segmented (pixels far from the frame's background colour), its centre
-  tracked; ``direction_agreement`` is the cosine between the mean velocity and the prompt's
-  direction, ``speed_ratio`` the measured speed over the prompt's; ``motion_magnitude`` the mean
-  centre displacement per frame; ``track_jitter`` the mean second difference of the track (smooth
-  motion ~0, shuffled frames large); ``flicker`` the mean frame-to-frame change of the background;
-  ``presence`` the fraction of frames in which an object is found (objects that flash in and out score low).
+- **objects**: pixels far from the frame's background colour are split into 8-connected components
+  (kornia's union-find labelling); components of at least :data:`MIN_OBJECT_AREA` of the frame are
+  objects, the largest is *the* object. ``one_object`` is the fraction of frames with exactly one
+  (clutter and empty frames score low), ``object_count`` the mean count, ``presence`` the fraction
+  of frames with at least one (objects that flash in and out score low).
+- **motion**: the object's centre is tracked; ``direction_agreement`` is the cosine between the
+  mean velocity and the prompt's direction, ``speed_ratio`` the measured speed over the prompt's;
+  ``motion_magnitude`` the mean centre displacement per frame; ``track_jitter`` the mean second
+  difference of the track (smooth motion ~0, shuffled frames large); ``flicker`` the mean
+  frame-to-frame change of the background.
 - **visual quality**: ``sharpness`` (edge steepness over contrast, per channel, watermark left out),
   ``watermark`` (how strongly the corner looks like the training watermark, 0 = absent),
   ``saturation`` (mean HSV saturation of the object).
 - **text alignment**: ``colour_match`` (1 - the normalised RGB distance between the object's mean
   colour and the prompt's), ``shape_match`` (IoU of the object with the prompt's shape drawn at its
   centre and area), ``texture_energy`` (high-frequency energy inside the object; plain objects have
-  little).
+  little); and as classifications, whose chance level is known: ``colour_correct`` (the palette colour
+  of nearest hue is the prompt's; chance 1/7) and ``shape_correct`` (the prompt's shape has the best
+  IoU of the three; chance 1/3), the fraction of frames.
 """
 
 from __future__ import annotations
@@ -24,8 +30,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
+from kornia.contrib import connected_components_union_find
 
-from ..training.synthetic import COLOURS, DIRECTIONS, SPEEDS, shape_mask, watermark
+from ..training.synthetic import COLOURS, DIRECTIONS, SHAPES, SPEEDS, shape_mask, watermark
+
+MIN_OBJECT_AREA = 0.004  # fraction of the frame: 4 pixels at 32x32; smaller components are specks, not objects
 
 
 def background_colour(frame: np.ndarray) -> np.ndarray:
@@ -63,15 +73,34 @@ def object_mask(frame: np.ndarray, *, ignore_watermark: bool = True) -> np.ndarr
     return (distance > threshold) & outside
 
 
-def centres(frames: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
-    """(t, 2) centre (x, y) of the object in frame fractions; NaN where nothing is found. ``masks``: the
-    frames' :func:`object_mask` when the caller has them already."""
-    size = frames.shape[1]
-    masks = np.stack([object_mask(f) for f in frames]) if masks is None else masks
-    out = np.full((len(frames), 2), np.nan, np.float32)
+def object_components(masks: np.ndarray) -> list[list[np.ndarray]]:
+    """Per frame of ``masks`` (t, h, w) bool, its objects: the 8-connected components with at least
+    :data:`MIN_OBJECT_AREA` of the frame's pixels, as (h, w) bool masks, largest first."""
+    t, h, w = masks.shape
+    labels = connected_components_union_find(torch.from_numpy(masks)[:, None]).numpy()[:, 0]  # (t, h, w)
+    smallest = max(1, round(MIN_OBJECT_AREA * h * w))
+    frames = []
+    for frame_labels in labels:
+        ids, areas = np.unique(frame_labels[frame_labels > 0], return_counts=True)
+        order = np.argsort(-areas, kind="stable")
+        frames.append([frame_labels == ids[i] for i in order if areas[i] >= smallest])
+    return frames
+
+
+def main_objects(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the largest object's mask per frame (t, h, w), all-False where there is none; objects per frame (t,))."""
+    components = object_components(np.stack([object_mask(f) for f in frames]))
+    largest = np.stack([found[0] if found else np.zeros(frames.shape[1:3], bool) for found in components])
+    return largest, np.array([len(found) for found in components])
+
+
+def centres(masks: np.ndarray) -> np.ndarray:
+    """(t, 2) centre (x, y) of each frame's mask (t, h, w) in frame fractions; NaN where it is empty."""
+    size = masks.shape[1]
+    out = np.full((len(masks), 2), np.nan, np.float32)
     for i, mask in enumerate(masks):
         ys, xs = np.nonzero(mask)
-        if len(xs) >= 3:
+        if len(xs):
             out[i] = ((xs.mean() + 0.5) / size, (ys.mean() + 0.5) / size)
     return out
 
@@ -82,8 +111,10 @@ class MotionScores:
     speed_ratio: float  # measured / prompted speed along the prompt's direction; NaN for undirected prompts
     motion_magnitude: float  # mean centre displacement per frame, frame widths
     track_jitter: float  # mean |c[t+1] - 2 c[t] + c[t-1]| of the centre track, frame widths (jumps, shuffles)
-    flicker: float  # mean |x[t+1] - x[t]| of the background (pixels outside the object in both frames)
-    presence: float  # the fraction of frames in which an object is found (1 = never lost)
+    flicker: float  # mean |x[t+1] - x[t]| of the background (pixels outside every object in both frames)
+    presence: float  # the fraction of frames with at least one object (1 = never lost)
+    one_object: float  # the fraction of frames with exactly one object (clutter and empty frames lower it)
+    object_count: float  # the mean number of objects per frame
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -91,7 +122,9 @@ class MotionScores:
 
 def motion_scores(frames: np.ndarray, direction: str | None = None, speed: str | None = None) -> MotionScores:
     masks = np.stack([object_mask(f) for f in frames])
-    track = centres(frames, masks)
+    components = object_components(masks)
+    counts = np.array([len(found) for found in components])
+    track = centres(np.stack([found[0] if found else np.zeros(masks.shape[1:], bool) for found in components]))
     steps = np.diff(track, axis=0)
     valid = steps[~np.isnan(steps).any(axis=1)]
     magnitude = float(np.linalg.norm(valid, axis=1).mean()) if len(valid) else 0.0
@@ -111,8 +144,8 @@ def motion_scores(frames: np.ndarray, direction: str | None = None, speed: str |
     still = ~(masks[1:] | masks[:-1])  # (t - 1, h, w)
     change = np.abs(np.diff(frames, axis=0)).mean(axis=-1)
     flicker = float(change[still].mean()) if still.any() else 0.0
-    presence = float((~np.isnan(track).any(axis=1)).mean())
-    return MotionScores(agreement, ratio, magnitude, jitter, flicker, presence)
+    return MotionScores(agreement, ratio, magnitude, jitter, flicker, presence=float((counts >= 1).mean()),
+                        one_object=float((counts == 1).mean()), object_count=float(counts.mean()))
 
 
 @dataclass(frozen=True)
@@ -173,9 +206,15 @@ class AlignmentScores:
     colour_match: float  # 1 = the prompt's colour
     shape_match: float  # IoU with the prompt's shape of the same centre and area
     texture_energy: float  # high-frequency energy inside the object
+    colour_correct: float  # fraction of frames whose object's nearest palette hue is the prompt's (chance 1/7)
+    shape_correct: float  # fraction of frames whose object fits the prompt's shape best of the three (chance 1/3)
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+COLOUR_CHANCE = 1 / len(COLOURS)
+SHAPE_CHANCE = 1 / len(SHAPES)
 
 
 def shape_iou(mask: np.ndarray, shape: str) -> float:
@@ -193,26 +232,42 @@ def shape_iou(mask: np.ndarray, shape: str) -> float:
     return float((template & mask).sum() / max((template | mask).sum(), 1))
 
 
+def hue(rgb: np.ndarray) -> float:
+    """HSV hue of one colour (3,), in degrees [0, 360): unchanged by dulling towards the colour's own grey."""
+    r, g, b = (float(v) for v in rgb)
+    return float(np.degrees(np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b)) % 360)
+
+
+PALETTE_HUES = {name: hue(np.array(rgb)) for name, rgb in COLOURS.items()}
+
+
+def nearest_colour(rgb: np.ndarray) -> str:
+    """The palette colour whose hue is nearest to ``rgb``'s (the world's colours are 24 degrees apart or more)."""
+    h = hue(rgb)
+    return min(PALETTE_HUES, key=lambda name: min(abs(h - PALETTE_HUES[name]), 360 - abs(h - PALETTE_HUES[name])))
+
+
 def alignment_scores(frames: np.ndarray, colour: str, shape: str) -> AlignmentScores:
-    """Per frame, then averaged: is the object the prompt's colour and shape?"""
-    colours, shapes, textures = [], [], []
+    """Per frame, then averaged: is the object (the largest one) the prompt's colour and shape?"""
+    colours, shapes, textures, colour_hits, shape_hits = [], [], [], [], []
     want = np.array(COLOURS[colour], np.float32)
-    for frame in frames:
-        mask = object_mask(frame)
-        if mask.sum() < 3:
-            colours.append(0.0)
-            shapes.append(0.0)
-            textures.append(0.0)
+    for frame, mask in zip(frames, main_objects(frames)[0]):
+        if not mask.any():
+            for scores in (colours, shapes, textures, colour_hits, shape_hits):
+                scores.append(0.0)
             continue
         mean = frame[mask].mean(axis=0)
         # compare chromaticity (colour with its brightness divided out), so dull or bright still match
         chroma = mean / (mean.sum() + 1e-6)
         target = want / want.sum()
         colours.append(float(max(0.0, 1 - np.abs(chroma - target).sum() / 1.0)))
-        shapes.append(shape_iou(mask, shape))
+        colour_hits.append(float(nearest_colour(mean) == colour))
+        fits = {candidate: shape_iou(mask, candidate) for candidate in SHAPES}
+        shapes.append(fits[shape])
+        shape_hits.append(float(max(fits, key=fits.get) == shape))
         grey = frame.mean(axis=-1)
         detail = np.abs(grey - 0.25 * (np.roll(grey, 1, 0) + np.roll(grey, -1, 0) + np.roll(grey, 1, 1)
                                        + np.roll(grey, -1, 1)))
         inner = mask & np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1)
         textures.append(float(detail[inner].mean()) if inner.sum() else 0.0)
-    return AlignmentScores(float(np.mean(colours)), float(np.mean(shapes)), float(np.mean(textures)))
+    return AlignmentScores(*(float(np.mean(scores)) for scores in (colours, shapes, textures, colour_hits, shape_hits)))
