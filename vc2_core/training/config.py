@@ -9,7 +9,7 @@ Sections and their defaults (``None`` means "the model's own" for sizes, frames 
     images:     index, root, height, width, crop, fps, batch_size, ratio, mode
     data:       caption_dropout, num_workers, cache
     optim:      lr, betas, weight_decay, eps, warmup_steps, schedule, max_grad_norm,
-                gradient_accumulation, ema_decay
+                gradient_accumulation, ema_decay, snr_weight_cap
     checkpoint: every, keep_last, formats
     validation: every, prompts, seeds, steps, cfg, sampler, eta, frames, height, width, fps
     log:        every, tensorboard
@@ -110,6 +110,7 @@ class OptimSection:
     max_grad_norm: float | None = 0.5  # the lvdm configs' gradient_clip_val; None: no clipping
     gradient_accumulation: int = 1
     ema_decay: float | None = None  # EMA of the trainable parameters; None: off (as the lvdm configs)
+    snr_weight_cap: float | None = None  # weight each sample's MSE by clamp(1/SNR(t), 1, cap); None: off (lvdm)
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,7 @@ def check_config(config: TrainConfig) -> list[str]:
     need(optim.max_grad_norm is None or optim.max_grad_norm > 0, "optim.max_grad_norm must be positive (or null)")
     need(optim.gradient_accumulation >= 1, "optim.gradient_accumulation must be at least 1")
     need(optim.ema_decay is None or 0.0 < optim.ema_decay < 1.0, "optim.ema_decay must be in (0, 1) (or null)")
+    need(optim.snr_weight_cap is None or optim.snr_weight_cap >= 1.0, "optim.snr_weight_cap must be >= 1 (or null)")
     need(config.checkpoint.every >= 1 and config.checkpoint.keep_last >= 1,
          "checkpoint.every and checkpoint.keep_last must be at least 1")
     need(set(config.checkpoint.formats) <= {"safetensors", "ckpt"} and bool(config.checkpoint.formats),

@@ -50,7 +50,7 @@ from .data import (
 from .ema import EMA
 from .latent_cache import LatentCache
 from .lora import inject_lora, save_lora
-from .objective import diffusion_loss
+from .objective import diffusion_loss, snr_weights
 from .spatial_init import load_spatial_weights
 from .stages import Stage, apply_stage, get_stage
 
@@ -292,6 +292,8 @@ class _Loop:
                  progress, out):
         self.config, self.accelerator, self.model, self.unet = config, accelerator, model, unet
         self.optimizer, self.scheduler, self.ema, self.trainable = optimizer, scheduler, ema, trainable
+        cap = config.optim.snr_weight_cap
+        self.loss_weights = None if cap is None else snr_weights(model.schedule, cap)
         self.sources, self.maker, self.progress, self.out = sources, maker, progress, out
         self.last_checkpoint = run_dir.latest_checkpoint(out)
 
@@ -368,7 +370,7 @@ class _Loop:
 
     def _loss(self, batch: TrainBatch) -> Tensor:
         return diffusion_loss(self.unet, self.model.schedule, batch.latents, batch.context, batch.fps, None,
-                              timesteps=batch.timesteps, noise=batch.noise)
+                              timesteps=batch.timesteps, noise=batch.noise, weights=self.loss_weights)
 
     def _finite_everywhere(self, loss: Tensor) -> bool:
         flag = torch.tensor([1.0 if torch.isfinite(loss).item() else 0.0], device=loss.device)
