@@ -30,9 +30,9 @@ def test_preference_counts_ties_as_half_and_lost_objects_as_worst():
     first = [{"direction_agreement": v} for v in (0.9, 0.2, float("nan"), 0.5)]
     second = [{"direction_agreement": v} for v in (0.1, 0.8, 0.3, 0.5)]
     assert _preference(first, second, "prompted") == pytest.approx((1 + 0 + 0 + 0.5) / 4)
-    steady = [{"presence": 1.0, "track_jitter": 0.2}, {"presence": 1.0, "track_jitter": 0.1}]
-    flashing = [{"presence": 0.5, "track_jitter": 0.0}, {"presence": 1.0, "track_jitter": 0.3}]
-    assert _preference(steady, flashing, "object") == 1.0  # presence first, then the smoother track
+    steady = [{"one_object": 1.0, "track_jitter": 0.2}, {"one_object": 1.0, "track_jitter": 0.1}]
+    flashing = [{"one_object": 0.5, "track_jitter": 0.0}, {"one_object": 1.0, "track_jitter": 0.3}]
+    assert _preference(steady, flashing, "object") == 1.0  # one object first, then the smoother track
 
 
 def test_study_needs_two_distinct_seeds(tmp_path, capsys):

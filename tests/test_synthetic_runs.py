@@ -7,7 +7,12 @@ import numpy as np
 import torch
 
 from vc2_core.model import VideoCrafter
-from vc2_core.synthetic_runs import distinct_word_embeddings, reconstruction_loss, world_model_config
+from vc2_core.synthetic_runs import (
+    distinct_word_embeddings,
+    pretrain_text_encoder,
+    reconstruction_loss,
+    world_model_config,
+)
 from vc2_core.training.synthetic import low_quality_video
 
 
@@ -38,3 +43,22 @@ def test_word_embedding_gain_makes_directions_distinct():
     assert _direction_word_similarity(text_encoder) > 0.85  # open_clip's init scale: "left" ~ "right"
     distinct_word_embeddings(text_encoder)
     assert _direction_word_similarity(text_encoder) < 0.6
+
+
+def _padding_difference(text_encoder) -> float:
+    """How far apart the padding outputs of two captions that differ only in direction are (relative L2)."""
+    with torch.no_grad():
+        out = text_encoder.encode(["a red circle moving right slowly", "a red circle moving left slowly"])
+    pads = out[:, 10:]  # every caption of the world is shorter than 10 tokens
+    return float((pads[0] - pads[1]).norm() / pads[0].norm())
+
+
+def test_text_pretraining_spreads_the_caption_over_the_padding():
+    torch.manual_seed(0)
+    text_encoder = VideoCrafter(world_model_config()).text_encoder
+    distinct_word_embeddings(text_encoder)
+    before = _padding_difference(text_encoder)
+    pretrain_text_encoder(text_encoder, steps=100, seed=0, show_progress=False)
+    after = _padding_difference(text_encoder)
+    assert before < 0.1  # random: the padding hardly depends on the caption
+    assert after > 2 * before

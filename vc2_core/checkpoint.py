@@ -32,7 +32,7 @@ Tensor = torch.Tensor
 FORMAT_TAG = "vc2"  # safetensors metadata "format" of the files this project writes
 
 __all__ = ["CheckpointError", "CheckpointInfo", "build_model", "inspect_checkpoint", "load_checkpoint",
-           "read_checkpoint", "save_checkpoint", "write_checkpoint"]
+           "read_checkpoint", "read_provenance", "save_checkpoint", "write_checkpoint"]
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -142,18 +142,36 @@ def build_model(state: dict[str, Tensor], info: CheckpointInfo, *, device: str |
     return model.to(device=device, dtype=dtype).eval()
 
 
-def save_checkpoint(model: VideoCrafter, path: str | Path, *, unet_state: dict[str, Tensor] | None = None) -> Path:
+def save_checkpoint(model: VideoCrafter, path: str | Path, *, unet_state: dict[str, Tensor] | None = None,
+                    provenance: dict | None = None) -> Path:
     """Write the official key layout atomically (temporary file, renamed at the end).
 
     ``.safetensors`` (the format this project writes; its metadata carries the model config, so
     custom sizes reload without guessing) or ``.ckpt`` (``{"state_dict": ...}``, what the official
     code's ``torch.load`` expects). ``unet_state`` replaces the UNet's own state (see
-    :meth:`VideoCrafter.official_state_dict`).
+    :meth:`VideoCrafter.official_state_dict`). ``provenance`` (how the weights were made: command,
+    seed, commit, ...) is stored as JSON in the safetensors metadata; see :func:`read_provenance`.
     """
-    return write_checkpoint(path, model.official_state_dict(unet_state), model.config)
+    return write_checkpoint(path, model.official_state_dict(unet_state), model.config, provenance=provenance)
 
 
-def write_checkpoint(path: str | Path, state: dict[str, Tensor], config: ModelConfig) -> Path:
+PROVENANCE_KEY = "vc2_provenance"
+
+
+def read_provenance(path: str | Path) -> dict | None:
+    """The provenance a ``.safetensors`` file written by :func:`save_checkpoint` carries (None if it has none)."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({error})") from None
+    return json.loads(metadata[PROVENANCE_KEY]) if PROVENANCE_KEY in metadata else None
+
+
+def write_checkpoint(path: str | Path, state: dict[str, Tensor], config: ModelConfig, *,
+                     provenance: dict | None = None) -> Path:
     """Write an official-layout state dict (see :func:`save_checkpoint`) of a model of ``config``."""
     path = Path(path)
     if path.suffix not in (".safetensors", ".ckpt"):
@@ -162,6 +180,10 @@ def write_checkpoint(path: str | Path, state: dict[str, Tensor], config: ModelCo
         raise ValueError(f"{path.parent}: the output directory does not exist")
     state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     metadata = {"format": FORMAT_TAG, "family": config.name, "vc2_config": model_config_to_json(config)}
+    if provenance is not None:
+        if path.suffix != ".safetensors":
+            raise ValueError(f"{path}: provenance is stored in safetensors metadata; write a .safetensors file")
+        metadata[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True)
     temporary = temporary_file(path, ".tmp")
     try:
         if path.suffix == ".safetensors":

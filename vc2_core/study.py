@@ -27,7 +27,6 @@ Everything is resumable: finished runs and scored models are skipped.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from tqdm.auto import tqdm
 from .analysis.plots import line_chart
 from .checkpoint import load_checkpoint
 from .synthetic_runs import (
+    RunClock,
     pretrain_autoencoder,
     sample_videos,
     score,
@@ -104,7 +104,7 @@ PRESETS = {
 
 QUALITY = (("sharpness", "sharpness", True), ("watermark", "watermark", False),
            ("saturation", "saturation", True), ("colour_match", "colour match", True))
-MOTION = (("presence", "object present", True), ("track_jitter", "track jitter", False),
+MOTION = (("one_object", "one object", True), ("track_jitter", "track jitter", False),
           ("flicker", "background flicker", False), ("motion_magnitude", "motion magnitude", True),
           ("direction_agreement", "direction agreement", True), ("speed_ratio", "speed ratio", None))
 
@@ -121,17 +121,19 @@ def run_study(out: str | Path, preset: str = "quick", seeds: tuple[int, ...] = (
         raise ValueError(f"fine-tuning lengths {chosen.perturb_steps} must be multiples of the first")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    clock = RunClock(out / "runtime.json")
     say = tqdm.write if show_progress else (lambda text: None)
     data = write_data(out / "data", 0, chosen.videos, chosen.stills, chosen.images, show_progress)
     autoencoder = pretrain_autoencoder(out / "stage0.safetensors", data, chosen.autoencoder_steps, 0, show_progress)
     for seed in seeds:
         say(f"seed {seed}: bases")
         models = train_seed(out / f"seed{seed}", data, autoencoder, chosen, seed, show_progress)
+        clock.save()
         for name, length, path, base in models:
             score_model(out / f"seed{seed}", name, length, path, base, chosen, show_progress)
+        clock.save()
     results = aggregate(out, chosen, seeds)
-    report = write_report(out, chosen, seeds, results, time.perf_counter() - started)
+    report = write_report(out, chosen, seeds, results, clock.save(), clock.invocations)
     say(f"report {report}")
     return report
 
@@ -225,8 +227,8 @@ def _video_mean(rows: list[dict], key: str) -> float:
 # what "better motion" means in a pairwise preference (the paper's user study judged foreground/background
 # flashes and motion flicker): each key maps a video's scores to a tuple, larger is better
 PREFERENCES = {
-    "object": ("a steadier object: present in more frames, then a smoother track",
-               lambda row: (row["presence"], -row["track_jitter"])),
+    "object": ("a steadier object: exactly one object in more frames, then a smoother track",
+               lambda row: (row["one_object"], -row["track_jitter"])),
     "background": ("a steadier background: less flicker", lambda row: (-row["flicker"],)),
     "prompted": ("moves more as prompted: higher direction agreement",
                  lambda row: (row["direction_agreement"] if np.isfinite(row["direction_agreement"]) else -np.inf,)),
@@ -257,7 +259,7 @@ def _claims(text: str, source: str, first: str, second: str, metrics: tuple[tupl
     return tuple(Claim(text, source, metric, first, second, higher, degradation) for metric, higher in metrics)
 
 
-_MOTION_KEPT = (("presence", True), ("track_jitter", False), ("flicker", False))
+_MOTION_KEPT = (("one_object", True), ("track_jitter", False), ("flicker", False))
 CLAIMS = (
     *_claims("full training gives better pictures than partial training", "Table 3, F-base vs P-base",
              "F-base@0", "P-base@0", (("sharpness", True), ("watermark", False))),
@@ -265,7 +267,7 @@ CLAIMS = (
              "P-Spa-LORA@last", _MOTION_KEPT),
     *_claims("P-Spa-LORA's motion falls further from its base than F-Spa-LORA's (more still video)",
              "sec. 3.1, Fig. 2", "P-Spa-LORA@last", "F-Spa-LORA@last",
-             (("motion_magnitude", True), ("presence", True)), degradation=True),
+             (("motion_magnitude", True), ("one_object", True)), degradation=True),
     *_claims("P-Spa-LORA gains more picture quality than F-Spa-LORA (and loses the watermark)",
              "Table 3 (technical 72.7 vs 59.6), sec. 3.1", "P-Spa-LORA@last", "F-Spa-LORA@last",
              (("sharpness", True), ("watermark", False))),
@@ -341,7 +343,7 @@ def aggregate(out: Path, preset: StudyPreset, seeds: tuple[int, ...]) -> dict:
         verdict = ("reproduced" if low > 0 else "contradicted" if high < 0 else "not resolved")
         claims.append({"claim": claim.text, "source": claim.source, "metric": claim.metric, "first": first,
                        "second": second, "difference": [mean, low, high], "verdict": verdict})
-    motion_learned = {base: {key: models[f"{base}@0"][key] for key in ("direction_agreement", "presence",
+    motion_learned = {base: {key: models[f"{base}@0"][key] for key in ("direction_agreement", "one_object",
                                                                      "motion_magnitude")} for base in BASES}
     return {"models": models, "per_seed": per_seed, "preferences": preferences, "claims": claims,
             "motion_learned": motion_learned, "reference": reference_scores()}
@@ -406,7 +408,8 @@ def write_samples(out: Path, preset: StudyPreset, seed: int) -> Path:
     return path
 
 
-def write_report(out: Path, preset: StudyPreset, seeds: tuple[int, ...], results: dict, seconds: float) -> Path:
+def write_report(out: Path, preset: StudyPreset, seeds: tuple[int, ...], results: dict, seconds: float,
+                 invocations: int) -> Path:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     charts = write_plots(out, preset, results)
     samples = write_samples(out, preset, seeds[0])
@@ -415,7 +418,8 @@ def write_report(out: Path, preset: StudyPreset, seeds: tuple[int, ...], results
     lines = [
         "# Spatial-temporal coupling at toy scale", "",
         f"`vc2 study coupling --preset {preset.name} --seeds {' '.join(map(str, seeds))}`: {len(seeds)} seeds, "
-        f"{seconds / 60:.0f} min on {_machine()}.", "",
+        f"{seconds / 60:.0f} min wall in all ({invocations} invocation{'s' if invocations > 1 else ''}, resumed "
+        f"runs summed) on {_machine()}.", "",
         f"World: {preset.videos} low-quality clips, {preset.stills} low-quality stills, {preset.images} "
         f"high-quality images, 32x32, 8 frames. Image model: {preset.image_model_steps} steps; bases: "
         f"{preset.base_steps} steps at batch {preset.batch}; perturbations: "
@@ -423,9 +427,9 @@ def write_report(out: Path, preset: StudyPreset, seeds: tuple[int, ...], results
         f"{len(preset.prompts)} prompts x {len(preset.sample_seeds)} seeds ({preset.sample_steps} DDIM steps, "
         "cfg 7.5). Cells: mean over training seeds [95% Student-t interval].", "",
         "## What the bases learned", "",
-        "| base | object present (fraction of frames) | motion magnitude (frame widths per frame) | "
+        "| base | exactly one object (fraction of frames) | motion magnitude (frame widths per frame) | "
         "direction agreement (1 = as prompted, 0 = unrelated) |", "|---|---|---|---|",
-        *[f"| {base} | {_cell(v['presence'])} | {_cell(v['motion_magnitude'])} | {_cell(v['direction_agreement'])} |"
+        *[f"| {base} | {_cell(v['one_object'])} | {_cell(v['motion_magnitude'])} | {_cell(v['direction_agreement'])} |"
           for base, v in results["motion_learned"].items()], "",
         "For scale, the metrics on the world's own data (no model):", "",
         "| data | track jitter | background flicker | motion magnitude | direction agreement | sharpness | "
@@ -491,7 +495,7 @@ def _reading(results: dict) -> str:
         still = [base for base, ok in prompted.items() if not ok]
         parts.append(f"{' and '.join(still)} {'does' if len(still) == 1 else 'do'} not move in the prompted "
                      "direction beyond chance (the interval includes 0), so motion is judged by its steadiness "
-                     "(object presence, track jitter, background flicker), as the paper's user study judged it, "
+                     "(one object, track jitter, background flicker), as the paper's user study judged it, "
                      "not by prompt adherence.")
     parts.append(f"{len(counts['reproduced'])} of {len(results['claims'])} orderings reproduce"
                  + (f" ({'; '.join(counts['reproduced'])})" if counts["reproduced"] else "") + ".")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,14 @@ from .training.trainer import build_training_model, data_sets, train
 from .video_io import write_video
 
 SIZE, FRAMES, FPS = 32, 8, 8
+STAGE1_LR = 1e-3  # full training (and the image model) from a random UNet
+STAGE2_LR = 5e-4  # fine-tuning a trained base
+SAMPLE_CFG = 3.0  # guidance scale of the samples: at 7.5 the world's frames come out over-saturated and cluttered
+STAGE1_EMA = 0.999  # the base is the EMA of stage 1's weights (its model-ema.safetensors)
+# Stage 1's noise-level weighting (training.objective.snr_weights). Measured on the world (2,000 steps, eps
+# MSE at t = 950): 0.0167 with uniform weights, worse than predicting x0 = 0 (0.004); 0.0035 with the cap at
+# 50, and the prompt then matters there (a wrong colour +75 % loss instead of +7 %).
+STAGE1_SNR_CAP = 50.0
 
 
 def world_model_config() -> ModelConfig:
@@ -41,6 +50,28 @@ def world_model_config() -> ModelConfig:
     tiny = preset_config("tiny")
     return dataclasses.replace(tiny, name="tiny-world", vae=VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1),
                                height=SIZE, width=SIZE)
+
+
+class RunClock:
+    """The wall time of a resumable run, summed over the invocations that worked on it.
+
+    Saved to ``path`` (JSON) whenever :meth:`save` is called, after each finished piece of work, so the work an
+    interrupted invocation finished still counts when a later one resumes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        prior = json.loads(path.read_text()) if path.is_file() else {"seconds": 0.0, "invocations": 0}
+        self.before, self.invocations = float(prior["seconds"]), int(prior["invocations"]) + 1
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+    def save(self) -> float:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"seconds": round(self.seconds, 1), "invocations": self.invocations}))
+        return self.seconds
 
 
 # ---- data --------------------------------------------------------------------------------------------------
@@ -105,6 +136,7 @@ def pretrain_autoencoder(path: Path, data: Path, steps: int, seed: int, show_pro
     torch.manual_seed(seed)
     model = VideoCrafter(world_model_config())
     distinct_word_embeddings(model.text_encoder)
+    pretrain_text_encoder(model.text_encoder, TEXT_STEPS, seed, show_progress)
     files = sorted((data / "stills").glob("*.png")) + sorted((data / "images").glob("*.png"))
     pictures = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), np.float32) / 127.5 - 1)
                             .permute(2, 0, 1) for f in files])  # (n, 3, H, W) in [-1, 1]
@@ -151,6 +183,7 @@ def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> t
 
 
 WORD_EMBEDDING_GAIN = 10.0
+TEXT_STEPS = 400  # stage 0's text-encoder training (seconds on a CPU)
 
 
 @torch.no_grad()
@@ -163,6 +196,46 @@ def distinct_word_embeddings(text_encoder: torch.nn.Module) -> None:
     scale the differing word's output has cosine near 0 while the other positions still mix their context."""
     embedding = text_encoder.tower.embeddings.token_embedding.weight
     embedding.mul_(WORD_EMBEDDING_GAIN)
+
+
+def pretrain_text_encoder(text_encoder: torch.nn.Module, steps: int, seed: int, show_progress: bool) -> None:
+    """Train the stand-in for OpenCLIP's text tower so that every output position carries the whole caption.
+
+    A trained CLIP spreads a caption's meaning over the positions after its words (the 70-odd padding
+    positions that dominate VideoCrafter2's cross-attention). A random encoder does not: there, "moving
+    left" and "moving right" differ at one position of 77 (the padding outputs have cosine 0.99), and a UNet
+    trained on it never learns which way to move (direction agreement 0.0 after 1,500 steps on a world of
+    left and right only). Here every output position learns, through a linear head that is then discarded,
+    to tell which of the world's words its caption contains (:func:`all_captions`; "" contains none)."""
+    from .training.synthetic import all_captions
+
+    captions = all_captions()
+    tokens = text_encoder.tokenizer(captions)  # (n, 77)
+    words = sorted({int(t) for t in tokens.flatten().tolist()} - {0, 49406, 49407})  # no pad, start, end
+    index = {word: i for i, word in enumerate(words)}
+    targets = torch.zeros(len(captions), len(words))
+    for row, caption_tokens in enumerate(tokens.tolist()):
+        for token in caption_tokens:
+            if token in index:
+                targets[row, index[token]] = 1.0
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # the head's initial weights from ``seed``, the global RNG untouched
+        torch.manual_seed(seed)
+        head = torch.nn.Linear(text_encoder.config.width, len(words))
+    parameters = [p for p in text_encoder.parameters() if p.requires_grad] + list(head.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=3e-3, weight_decay=0.0)
+    text_encoder.train()
+    with tqdm(range(steps), desc="text encoder", unit="step", disable=not show_progress) as bar:
+        for _ in bar:
+            batch = torch.randint(len(captions), (64,), generator=generator)
+            logits = head(text_encoder(tokens[batch]))  # (64, 77, words)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, targets[batch][:, None].expand_as(logits))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            bar.set_postfix(bce=f"{loss.item():.4f}", refresh=False)
+    text_encoder.eval()
 
 
 def seeded_start(autoencoder: Path, seed: int, path: Path) -> Path:
@@ -185,9 +258,12 @@ def seeded_start(autoencoder: Path, seed: int, path: Path) -> Path:
 
 def stage_config(folder: Path, cache: Path, stage: str, start: Path, seed: int, steps: int, *, lr: float,
                  videos: Path | None = None, images: Path | None = None, batch: int = 8,
-                 image_ratio: float = 0.2, every: int | None = None, keep_last: int = 1) -> TrainConfig:
+                 image_ratio: float = 0.2, every: int | None = None, keep_last: int = 1,
+                 ema_decay: float | None = None, snr_weight_cap: float | None = None) -> TrainConfig:
     """A ``vc2 train`` config for one stage of a synthetic run: videos and/or images at the world's size,
-    AdamW at ``lr`` with a short warm-up, a checkpoint every ``every`` steps (default: a quarter of the run)."""
+    AdamW at ``lr`` with a short warm-up, a checkpoint every ``every`` steps (default: a quarter of the run),
+    an EMA of the weights when ``ema_decay`` is given (written beside them as ``model-ema.safetensors``), the
+    loss weighted by noise level when ``snr_weight_cap`` is given."""
     raw: dict = {
         "run": {"output_dir": str(folder), "seed": seed, "max_steps": steps, "cpu": not torch.cuda.is_available()},
         "model": {"checkpoint": str(start), "gradient_checkpointing": False},
@@ -195,7 +271,8 @@ def stage_config(folder: Path, cache: Path, stage: str, start: Path, seed: int, 
         "data": {"num_workers": 0, "cache": str(cache)},
         "checkpoint": {"every": every or max(steps // 4, 1), "keep_last": keep_last},
         "log": {"every": 1, "tensorboard": False},
-        "optim": {"lr": lr, "warmup_steps": min(20, steps // 4), "max_grad_norm": 1.0},
+        "optim": {"lr": lr, "warmup_steps": min(100, steps // 4), "max_grad_norm": 1.0, "ema_decay": ema_decay,
+                  "snr_weight_cap": snr_weight_cap},
     }
     if videos is not None:
         raw["videos"] = {"index": str(videos), "frames": FRAMES, "height": SIZE, "width": SIZE,
@@ -246,8 +323,9 @@ def score(pixels: np.ndarray, prompt: str) -> dict[str, float]:
 
 def sample_videos(model, prompts: tuple[str, ...], seeds: tuple[int, ...], steps: int,
                   show_progress: bool, label: str) -> dict[tuple[str, int], np.ndarray]:
-    """{(prompt, seed): frames (t, h, w, 3) in [0, 1]}: DDIM with ``steps`` steps, cfg 7.5, eta 0."""
-    settings = GenerationSettings(height=SIZE, width=SIZE, frames=FRAMES, fps=FPS, steps=steps, cfg=7.5, eta=0.0)
+    """{(prompt, seed): frames (t, h, w, 3) in [0, 1]}: DDIM with ``steps`` steps, eta 0, cfg :data:`SAMPLE_CFG`."""
+    settings = GenerationSettings(height=SIZE, width=SIZE, frames=FRAMES, fps=FPS, steps=steps, cfg=SAMPLE_CFG,
+                                  eta=0.0)
     model.unet.set_attention_backend("sdpa")
     pairs = [(prompt, seed) for prompt in prompts for seed in seeds]  # one batch: CPU steps are cheaper wide
     with tqdm(total=steps, desc=f"sample {label}", unit="step", disable=not show_progress) as bar:

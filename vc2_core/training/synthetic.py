@@ -93,6 +93,16 @@ def image_caption(thing: Thing) -> str:
     return f"a sharp photo of a {'' if thing.texture == 'plain' else thing.texture + ' '}{thing.colour} {thing.shape}"
 
 
+def all_captions() -> list[str]:
+    """Every caption the world can write or a demo can prompt: videos' in every colour (the image-only colours
+    too, as composition prompts name them), stills', images', and "" (the unconditional prompt)."""
+    things = [Thing(shape, colour, texture) for colour in COLOURS for shape in SHAPES for texture in TEXTURES]
+    plain = [thing for thing in things if thing.texture == "plain"]
+    return ([video_caption(thing, Motion(kind, speed)) for thing in plain for kind in DIRECTIONS for speed in SPEEDS]
+            + [f"a {thing.colour} {thing.shape}" for thing in plain]
+            + [image_caption(thing) for thing in things] + [""])
+
+
 # ---- rendering ---------------------------------------------------------------------------------------------
 
 
