@@ -84,8 +84,8 @@ def _parser() -> argparse.ArgumentParser:
                     "with unseen seeds and scored; videos side by side, loss and metric charts, and a report that "
                     "states every number next to its target. Resumable: run it again to continue.")
     demo.add_argument("--preset", default="quick", choices=["tiny", "quick"],
-                      help="quick (default): about 4 minutes on a 2-core CPU with the shipped base (about an hour "
-                           "with --from-scratch); tiny: seconds (tests)")
+                      help="quick (default): about 1.5 minutes on a 2-core CPU with the shipped base (about 33 "
+                           "minutes with --from-scratch); tiny: seconds (tests)")
     demo.add_argument("--from-scratch", action="store_true",
                       help="train the base (stage 0 autoencoder, stage 1) now instead of loading the shipped one; "
                            "writes OUT/base.safetensors with how it was made in its metadata")

@@ -178,13 +178,19 @@ def train_base(out: Path, data: Path, preset: DemoPreset, seed: int, show_progre
 
 
 def _commit() -> str:
-    """The git commit of this source tree (``+dirty`` with uncommitted changes), or "unknown"."""
+    """The git commit of this source tree, ``+dirty`` when the package's own files (``vc2_core/``) differ from it
+    (edits elsewhere, such as docs, do not change what a run computes), or "unknown" outside a checkout."""
+    package = Path(__file__).parent
     try:
-        found = subprocess.run(["git", "describe", "--always", "--dirty=+dirty", "--abbrev=12"],
-                               cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+        found = subprocess.run(["git", "describe", "--always", "--abbrev=12"], cwd=package,
+                               capture_output=True, text=True, timeout=10)
+        changed = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=package,
+                                 capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    return found.stdout.strip() if found.returncode == 0 and found.stdout.strip() else "unknown"
+    if found.returncode != 0 or not found.stdout.strip():
+        return "unknown"
+    return found.stdout.strip() + ("+dirty" if changed.stdout.strip() else "")
 
 
 def machine() -> str:
