@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from .analysis.plots import line_chart
 from .checkpoint import load_checkpoint
 from .synthetic_runs import (
+    SAMPLE_CFG,
     RunClock,
     pretrain_autoencoder,
     sample_videos,
@@ -425,7 +426,7 @@ def write_report(out: Path, preset: StudyPreset, seeds: tuple[int, ...], results
         f"{preset.base_steps} steps at batch {preset.batch}; perturbations: "
         f"{' and '.join(map(str, preset.perturb_steps))} steps on the high-quality images. Each model samples "
         f"{len(preset.prompts)} prompts x {len(preset.sample_seeds)} seeds ({preset.sample_steps} DDIM steps, "
-        "cfg 7.5). Cells: mean over training seeds [95% Student-t interval].", "",
+        f"cfg {SAMPLE_CFG:g}). Cells: mean over training seeds [95% Student-t interval].", "",
         "## What the bases learned", "",
         "| base | exactly one object (fraction of frames) | motion magnitude (frame widths per frame) | "
         "direction agreement (1 = as prompted, 0 = unrelated) |", "|---|---|---|---|",
