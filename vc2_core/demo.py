@@ -22,8 +22,6 @@ an interrupted training continues from its last checkpoint.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import resource
 import subprocess
 import time
@@ -49,6 +47,7 @@ from .synthetic_runs import (
     STAGE1_SNR_CAP,
     STAGE2_LR,
     RunClock,
+    machine,
     pretrain_autoencoder,
     sample_videos,
     score,
@@ -191,21 +190,6 @@ def _commit() -> str:
     if found.returncode != 0 or not found.stdout.strip():
         return "unknown"
     return found.stdout.strip() + ("+dirty" if changed.stdout.strip() else "")
-
-
-def machine() -> str:
-    """The CPU (or GPU), its cores and the torch build, in words."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    where = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{cores} CPU cores"
-    return f"{cpu}, {where}, torch {torch.__version__}"
 
 
 def train_seconds(folder: Path) -> float:

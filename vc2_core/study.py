@@ -39,6 +39,7 @@ from .synthetic_runs import (
     SAMPLE_CFG,
     RunClock,
     pretrain_autoencoder,
+    machine,
     sample_videos,
     score,
     seeded_start,
@@ -360,17 +361,6 @@ def _cell(interval: tuple[float, float, float]) -> str:
     return f"{mean:.3f}" if not np.isfinite(low) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def _machine() -> str:
-    import os
-    import platform
-
-    import torch
-
-    return (f"{platform.machine()} CPU, {os.cpu_count()} cores, {platform.system()}, Python "
-            f"{platform.python_version()}, torch {torch.__version__}"
-            + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-
-
 def write_plots(out: Path, preset: StudyPreset, results: dict) -> list[Path]:
     """Each variant's metric against its fine-tuning length (0 = its base), one chart per metric."""
     charts = []
@@ -420,7 +410,7 @@ def write_report(out: Path, preset: StudyPreset, seeds: tuple[int, ...], results
         "# Spatial-temporal coupling at toy scale", "",
         f"`vc2 study coupling --preset {preset.name} --seeds {' '.join(map(str, seeds))}`: {len(seeds)} seeds, "
         f"{seconds / 60:.0f} min wall in all ({invocations} invocation{'s' if invocations > 1 else ''}, resumed "
-        f"runs summed) on {_machine()}.", "",
+        f"runs summed) on {machine()}.", "",
         f"World: {preset.videos} low-quality clips, {preset.stills} low-quality stills, {preset.images} "
         f"high-quality images, 32x32, 8 frames. Image model: {preset.image_model_steps} steps; bases: "
         f"{preset.base_steps} steps at batch {preset.batch}; perturbations: "

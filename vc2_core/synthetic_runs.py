@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import platform
 import shutil
 import time
 from pathlib import Path
@@ -30,7 +32,8 @@ from .pipeline import GenerationSettings, generate
 from .training.config import TrainConfig, config_from_dict
 from .training.latent_cache import build_cache
 from .training.stages import get_stage
-from .training.synthetic import high_quality_image, low_quality_video
+from .text import END, PAD, START
+from .training.synthetic import all_captions, high_quality_image, low_quality_video
 from .training.trainer import build_training_model, data_sets, train
 from .video_io import write_video
 
@@ -72,6 +75,21 @@ class RunClock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps({"seconds": round(self.seconds, 1), "invocations": self.invocations}))
         return self.seconds
+
+
+def machine() -> str:
+    """The CPU (or GPU), its cores and the torch build, in words."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    where = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{cores} CPU cores"
+    return f"{cpu}, {where}, torch {torch.__version__}"
 
 
 # ---- data --------------------------------------------------------------------------------------------------
@@ -207,11 +225,9 @@ def pretrain_text_encoder(text_encoder: torch.nn.Module, steps: int, seed: int, 
     trained on it never learns which way to move (direction agreement 0.0 after 1,500 steps on a world of
     left and right only). Here every output position learns, through a linear head that is then discarded,
     to tell which of the world's words its caption contains (:func:`all_captions`; "" contains none)."""
-    from .training.synthetic import all_captions
-
     captions = all_captions()
     tokens = text_encoder.tokenizer(captions)  # (n, 77)
-    words = sorted({int(t) for t in tokens.flatten().tolist()} - {0, 49406, 49407})  # no pad, start, end
+    words = sorted({int(t) for t in tokens.flatten().tolist()} - {PAD, START, END})
     index = {word: i for i, word in enumerate(words)}
     targets = torch.zeros(len(captions), len(words))
     for row, caption_tokens in enumerate(tokens.tolist()):
