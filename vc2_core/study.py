@@ -38,8 +38,8 @@ from .checkpoint import load_checkpoint
 from .synthetic_runs import (
     SAMPLE_CFG,
     RunClock,
-    pretrain_autoencoder,
     machine,
+    pretrain_autoencoder,
     sample_videos,
     score,
     seeded_start,

@@ -29,10 +29,10 @@ from .analysis.metrics import alignment_scores, motion_scores, quality_scores
 from .config import ModelConfig, VAEConfig
 from .config import preset as preset_config
 from .pipeline import GenerationSettings, generate
+from .text import END, PAD, START
 from .training.config import TrainConfig, config_from_dict
 from .training.latent_cache import build_cache
 from .training.stages import get_stage
-from .text import END, PAD, START
 from .training.synthetic import all_captions, high_quality_image, low_quality_video
 from .training.trainer import build_training_model, data_sets, train
 from .video_io import write_video
