@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import shutil
@@ -49,10 +50,17 @@ STAGE1_SNR_CAP = 50.0
 
 
 def world_model_config() -> ModelConfig:
-    """The tiny VideoCrafter2 architecture with a three-level (4x) VAE: 32x32 frames, 8x8 latents."""
+    """The tiny VideoCrafter2 architecture with a three-level (4x) VAE: 32x32 frames, 8x8 latents, and causal
+    temporal attention (the official ``use_causal_attention`` flag, off in the released configs).
+
+    VideoCrafter2's temporal layers have no frame positions: self-attention over frames is blind to their
+    order, and only the temporal convolutions' zero padding marks the ends. A model that cannot tell frame 0
+    from frame 7 cannot tell "left" from "right". Measured on the world (1,500 steps, SNR cap 50, videos
+    only, 16 held-out samples): direction agreement 0.54 without the causal mask, 0.87 with it."""
     tiny = preset_config("tiny")
-    return dataclasses.replace(tiny, name="tiny-world", vae=VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1),
-                               height=SIZE, width=SIZE)
+    unet = dataclasses.replace(tiny.unet, use_causal_attention=True, temporal_length=FRAMES)
+    return dataclasses.replace(tiny, name="tiny-world", unet=unet,
+                               vae=VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1), height=SIZE, width=SIZE)
 
 
 class RunClock:
@@ -159,7 +167,8 @@ def pretrain_autoencoder(path: Path, data: Path, steps: int, seed: int, show_pro
     pictures = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), np.float32) / 127.5 - 1)
                             .permute(2, 0, 1) for f in files])  # (n, 3, H, W) in [-1, 1]
     vae = model.vae.train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=AUTOENCODER_LR, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: autoencoder_lr_factor(step, steps))
     generator = torch.Generator().manual_seed(seed)
     with tqdm(range(steps), desc="autoencoder", unit="step", disable=not show_progress) as bar:
         for _ in bar:
@@ -172,6 +181,7 @@ def pretrain_autoencoder(path: Path, data: Path, steps: int, seed: int, show_pro
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             bar.set_postfix(l1=f"{loss.item():.4f}", refresh=False)
     vae.eval()
     with torch.no_grad():
@@ -186,6 +196,17 @@ def pretrain_autoencoder(path: Path, data: Path, steps: int, seed: int, show_pro
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, path)
     return path
+
+
+AUTOENCODER_LR = 2e-3
+
+
+def autoencoder_lr_factor(step: int, steps: int) -> float:
+    """The autoencoder's learning rate, a fraction of :data:`AUTOENCODER_LR`: a 50-step warm-up, then a cosine
+    decay to 0. At a constant rate the decoder ends with a coloured streak along the frame's top-left edge
+    that the object count takes for a second object: 71 % of reconstructed world clips have one object
+    after 600 steps at a constant rate, 98 % with the decay (the clips themselves: 100 %)."""
+    return min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1)))
 
 
 def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -293,9 +314,10 @@ def stage_config(folder: Path, cache: Path, stage: str, start: Path, seed: int, 
     if videos is not None:
         raw["videos"] = {"index": str(videos), "frames": FRAMES, "height": SIZE, "width": SIZE,
                          "frame_stride": [1, 1], "fps": FPS, "batch_size": batch}
-    if images is not None:
-        raw["images"] = {"index": str(images), "height": SIZE, "width": SIZE, "fps": FPS,
-                         "batch_size": batch if videos is not None else batch * 2, "ratio": image_ratio}
+    if images is not None:  # packed FRAMES to a pseudo-clip: the causal temporal attention needs FRAMES frames
+        raw["images"] = {"index": str(images), "height": SIZE, "width": SIZE, "fps": FPS, "mode": "pack",
+                         "batch_size": batch if videos is not None else max(1, 2 * batch // FRAMES),
+                         "ratio": image_ratio}
     return config_from_dict(raw, f"synthetic run {folder}")
 
 

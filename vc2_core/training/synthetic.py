@@ -201,6 +201,16 @@ def motion_track(motion: Motion, frames: int, start: tuple[float, float]) -> np.
 WATERMARK_FREE = 0.66  # tracks keep the object above or left of this line, clear of the watermark's corner
 
 
+ENTRY_BAND = 0.05  # tracks start within this distance (frame fractions) of the side they move away from
+
+
+def entry_side(low: float, high: float, travel: float) -> tuple[float, float]:
+    """Starts along the motion that keep the track inside [low, high] and begin at the side the object
+    comes from: a right-moving object starts on the left, so where it is in each frame says which way it goes."""
+    first, last = low - min(travel, 0.0), high - max(travel, 0.0)  # every start that keeps the track inside
+    return (first, min(last, first + ENTRY_BAND)) if travel > 0 else (max(first, last - ENTRY_BAND), last)
+
+
 def start_for(motion: Motion, frames: int, radius: float, rng: np.random.Generator) -> tuple[float, float]:
     """A start that keeps the whole object inside the frame along the track and out of the watermark's
     corner: horizontal tracks keep to the upper part of the frame, vertical ones to the left part."""
@@ -209,9 +219,9 @@ def start_for(motion: Motion, frames: int, radius: float, rng: np.random.Generat
     low, high = radius + 0.02, 1 - radius - 0.02  # centres that keep the object in the frame
     side = (low, max(low, WATERMARK_FREE - radius))  # the band clear of the watermark, across the motion
     if vx:
-        x_range, y_range = (low - min(travel_x, 0), high - max(travel_x, 0)), side
+        x_range, y_range = entry_side(low, high, travel_x), side
     else:
-        x_range, y_range = side, (low - min(travel_y, 0), high - max(travel_y, 0))
+        x_range, y_range = side, entry_side(low, high, travel_y)
     if x_range[1] < x_range[0] or y_range[1] < y_range[0]:
         raise ValueError(f"a {motion.speed} {motion.kind} track of {frames} frames does not fit the frame "
                          f"with an object of radius {radius:.2f}")
