@@ -16,6 +16,7 @@ from vc2_core.analysis.metrics import (
 )
 from vc2_core.training.synthetic import (
     COLOURS,
+    ENTRY_BAND,
     SHAPES,
     VIDEO_COLOURS,
     Motion,
@@ -46,6 +47,19 @@ def test_generator_is_deterministic_and_varied():
         assert clip.frames.shape == (8, 32, 32, 3) and clip.frames.dtype == np.float32
         assert 0 <= clip.frames.min() and clip.frames.max() <= 1
         assert (clip.centres >= 0.05).all() and (clip.centres <= 0.95).all()  # the object stays in the frame
+
+
+def test_tracks_start_at_the_side_they_come_from():
+    """Where the object is in the first and last frames says which way it moves (ENTRY_BAND)."""
+    for clip in CLIPS:
+        axis = 0 if clip.motion.kind in ("left", "right") else 1
+        sign = np.sign(clip.motion.velocity[axis])
+        first, last = clip.centres[0, axis], clip.centres[-1, axis]
+        assert (last - first) * sign > 0
+        if sign > 0:  # right or down: from the low side
+            assert first <= clip.radius + 0.02 + ENTRY_BAND + 1e-6, clip.caption
+        else:
+            assert first >= 1 - clip.radius - 0.02 - ENTRY_BAND - 1e-6, clip.caption
 
 
 def test_images_show_what_videos_never_do():
