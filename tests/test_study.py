@@ -80,8 +80,11 @@ def test_tiny_study_trains_scores_and_reports_every_model(tmp_path):
     assert _same(p_spatial, image_spatial) and not _same(p_other, image_other)  # partial: temporal only
     f_spatial, f_other = _spatial_and_other(seed / "F-base" / "checkpoints" / "step-00000003" / "model.safetensors")
     assert not _same(f_spatial, image_spatial) and not _same(f_other, image_other)  # full: everything
+    # the perturbations start from the base's EMA weights (what the base is), written beside its weights
+    ema_spatial, ema_other = _spatial_and_other(seed / "F-base" / "checkpoints" / "step-00000003" /
+                                                "model-ema.safetensors")
     spa, other = _spatial_and_other(seed / "F-Spa-DIR" / "checkpoints" / "step-00000001" / "model.safetensors")
-    assert _same(other, f_other) and not _same(spa, f_spatial)
+    assert _same(other, ema_other) and not _same(spa, ema_spatial)
 
     groups = classify_unet_parameters(load_checkpoint(seed / "start.safetensors")[0].unet)
     for name, group in (("F-Spa-LORA", Group.SPATIAL), ("P-Temp-LORA", Group.TEMPORAL)):

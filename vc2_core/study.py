@@ -37,6 +37,9 @@ from .analysis.plots import line_chart
 from .checkpoint import load_checkpoint
 from .synthetic_runs import (
     SAMPLE_CFG,
+    STAGE1_EMA,
+    STAGE1_LR,
+    STAGE1_SNR_CAP,
     RunClock,
     machine,
     pretrain_autoencoder,
@@ -96,13 +99,16 @@ PRESETS = {
     "tiny": StudyPreset("tiny", videos=8, stills=4, images=8, autoencoder_steps=5, image_model_steps=2,
                         base_steps=3, perturb_steps=(1, 2), batch=2, sample_steps=2, prompts=PROMPTS[:2],
                         sample_seeds=(0,)),
-    "quick": StudyPreset("quick", videos=256, stills=64, images=128, autoencoder_steps=600, image_model_steps=300,
-                         base_steps=600, perturb_steps=(40, 160), batch=8, sample_steps=20, prompts=PROMPTS,
-                         sample_seeds=(0, 1)),
-    "full": StudyPreset("full", videos=256, stills=64, images=128, autoencoder_steps=600, image_model_steps=300,
-                        base_steps=1500, perturb_steps=(40, 160), batch=8, sample_steps=20, prompts=PROMPTS,
+    "quick": StudyPreset("quick", videos=1024, stills=256, images=256, autoencoder_steps=600,
+                         image_model_steps=300, base_steps=1500, perturb_steps=(40, 160), batch=8, sample_steps=25,
+                         prompts=PROMPTS, sample_seeds=(0, 1)),
+    "full": StudyPreset("full", videos=1024, stills=256, images=256, autoencoder_steps=600, image_model_steps=300,
+                        base_steps=3000, perturb_steps=(40, 160), batch=8, sample_steps=25, prompts=PROMPTS,
                         sample_seeds=(0, 1)),
 }
+# Both bases are trained like the demo's base (vc2 demo --from-scratch): the EMA of their weights, the loss
+# weighted by noise level (capped SNR); the videos and stills are the demo's too.
+BASE_TRAINING = {"ema_decay": STAGE1_EMA, "snr_weight_cap": STAGE1_SNR_CAP}
 
 QUALITY = (("sharpness", "sharpness", True), ("watermark", "watermark", False),
            ("saturation", "saturation", True), ("colour_match", "colour match", True))
@@ -154,11 +160,12 @@ def train_seed(folder: Path, data: Path, autoencoder: Path, preset: StudyPreset,
         images=data / "stills", batch=preset.batch * 2), show_progress) / "model.safetensors"
     bases = {
         "F": train_stage(stage_config(folder / "F-base", caches / "videos+stills", "full", image_model, seed,
-                                      preset.base_steps, lr=1e-3, videos=data / "videos", images=data / "stills",
-                                      batch=preset.batch), show_progress) / "model.safetensors",
+                                      preset.base_steps, lr=STAGE1_LR, videos=data / "videos",
+                                      images=data / "stills", batch=preset.batch, **BASE_TRAINING),
+                         show_progress) / "model-ema.safetensors",
         "P": train_stage(stage_config(folder / "P-base", caches / "videos", "partial", image_model, seed,
-                                      preset.base_steps, lr=1e-3, videos=data / "videos", batch=preset.batch),
-                         show_progress) / "model.safetensors",
+                                      preset.base_steps, lr=STAGE1_LR, videos=data / "videos", batch=preset.batch,
+                                      **BASE_TRAINING), show_progress) / "model-ema.safetensors",
     }
     models = [("F-base", 0, bases["F"], bases["F"]), ("P-base", 0, bases["P"], bases["P"])]
     every, longest = preset.perturb_steps[0], preset.perturb_steps[-1]
