@@ -116,11 +116,16 @@ def test_shared_embedding_equals_per_frame_embedding():
         torch.testing.assert_close(block(x, emb, 3), block(x, emb.repeat_interleave(3, dim=0), 3), rtol=1e-5, atol=1e-5)
 
 
-def test_causal_attention_needs_temporal_length_frames():
+def test_causal_attention_needs_temporal_length_frames_or_one():
     unet = random_unet(tiny_unet_config(use_causal_attention=True, temporal_length=4))
     x, t, context = _inputs(unet, t=5)
     with pytest.raises(ValueError, match="temporal_length=4"):
         unet(x, t, context, 8)
+    x, t, context = _inputs(unet, t=1)  # an image: it attends to itself with or without the mask
+    plain = random_unet(tiny_unet_config(use_causal_attention=False, temporal_length=4))
+    plain.load_state_dict(unet.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(unet(x, t, context, 8), plain(x, t, context, 8), rtol=0, atol=0)
 
 
 def test_temporal_cross_attention_needs_pixels_divisible_by_frames():

@@ -160,7 +160,7 @@ def train_base(out: Path, data: Path, preset: DemoPreset, seed: int, show_progre
     clock.save()
     config = stage_config(out / "stage1", out / "cache" / "stage1", "full", start, seed, preset.stage1_steps,
                           lr=STAGE1_LR, videos=data / "videos", images=data / "stills", batch=preset.batch,
-                          ema_decay=STAGE1_EMA, snr_weight_cap=STAGE1_SNR_CAP)
+                          ema_decay=STAGE1_EMA, snr_weight_cap=STAGE1_SNR_CAP, image_mode="pack")
     final = train_stage(config, show_progress) / "model-ema.safetensors"
     clock.save()
     model, _ = load_checkpoint(final)

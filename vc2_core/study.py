@@ -108,7 +108,7 @@ PRESETS = {
 }
 # Both bases are trained like the demo's base (vc2 demo --from-scratch): the EMA of their weights, the loss
 # weighted by noise level (capped SNR); the videos and stills are the demo's too.
-BASE_TRAINING = {"ema_decay": STAGE1_EMA, "snr_weight_cap": STAGE1_SNR_CAP}
+BASE_TRAINING = {"ema_decay": STAGE1_EMA, "snr_weight_cap": STAGE1_SNR_CAP, "image_mode": "pack"}
 
 QUALITY = (("sharpness", "sharpness", True), ("watermark", "watermark", False),
            ("saturation", "saturation", True), ("colour_match", "colour match", True))

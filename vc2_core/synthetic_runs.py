@@ -296,11 +296,14 @@ def seeded_start(autoencoder: Path, seed: int, path: Path) -> Path:
 def stage_config(folder: Path, cache: Path, stage: str, start: Path, seed: int, steps: int, *, lr: float,
                  videos: Path | None = None, images: Path | None = None, batch: int = 8,
                  image_ratio: float = 0.2, every: int | None = None, keep_last: int = 1,
-                 ema_decay: float | None = None, snr_weight_cap: float | None = None) -> TrainConfig:
+                 ema_decay: float | None = None, snr_weight_cap: float | None = None,
+                 image_mode: str = "frame") -> TrainConfig:
     """A ``vc2 train`` config for one stage of a synthetic run: videos and/or images at the world's size,
     AdamW at ``lr`` with a short warm-up, a checkpoint every ``every`` steps (default: a quarter of the run),
     an EMA of the weights when ``ema_decay`` is given (written beside them as ``model-ema.safetensors``), the
-    loss weighted by noise level when ``snr_weight_cap`` is given."""
+    loss weighted by noise level when ``snr_weight_cap`` is given. Images enter as ``image_mode`` says
+    (``images.mode`` of ``vc2 train``): one-frame clips ("frame", the fine-tuning images) or packed FRAMES to
+    a pseudo-clip ("pack", the bases' stills)."""
     raw: dict = {
         "run": {"output_dir": str(folder), "seed": seed, "max_steps": steps, "cpu": not torch.cuda.is_available()},
         "model": {"checkpoint": str(start), "gradient_checkpointing": False},
@@ -314,10 +317,13 @@ def stage_config(folder: Path, cache: Path, stage: str, start: Path, seed: int, 
     if videos is not None:
         raw["videos"] = {"index": str(videos), "frames": FRAMES, "height": SIZE, "width": SIZE,
                          "frame_stride": [1, 1], "fps": FPS, "batch_size": batch}
-    if images is not None:  # packed FRAMES to a pseudo-clip: the causal temporal attention needs FRAMES frames
-        raw["images"] = {"index": str(images), "height": SIZE, "width": SIZE, "fps": FPS, "mode": "pack",
-                         "batch_size": batch if videos is not None else max(1, 2 * batch // FRAMES),
-                         "ratio": image_ratio}
+    if images is not None:
+        if videos is not None:  # as many images (or pseudo-clips) as a video batch has clips
+            size = batch
+        else:  # images only: twice the batch in images
+            size = 2 * batch if image_mode == "frame" else max(1, 2 * batch // FRAMES)
+        raw["images"] = {"index": str(images), "height": SIZE, "width": SIZE, "fps": FPS, "mode": image_mode,
+                         "batch_size": size, "ratio": image_ratio}
     return config_from_dict(raw, f"synthetic run {folder}")
 
 

@@ -143,10 +143,12 @@ class TemporalTransformer(nn.Module):
         if n % t:
             raise ValueError(f"{n} frames are not a whole number of {t}-frame videos")
         b = n // t
-        causal = self.causal_attention and self.only_self_att  # the official mask is never used for cross
+        # the official mask is never used for cross-attention; a one-frame clip (an image) attends to itself
+        # with or without it
+        causal = self.causal_attention and self.only_self_att and t > 1
         if causal and t != self.temporal_length:
             raise ValueError(f"causal temporal attention is built for exactly temporal_length={self.temporal_length} "
-                             f"frames (the official mask has a fixed size); got {t} frames")
+                             f"frames (the official mask has a fixed size) or one frame (an image); got {t} frames")
         if not self.only_self_att:
             if context is None:
                 raise ValueError("this temporal transformer cross-attends to text (temporal_selfatt_only=False): "

@@ -141,7 +141,7 @@ class UNetModel(nn.Module):
                 fps: Tensor | int | None = None) -> Tensor:
         """Predict the noise of a latent video.
 
-        x: (b, in_channels, t, h, w), any t >= 1 (exactly temporal_length with causal attention);
+        x: (b, in_channels, t, h, w), any t >= 1 (exactly temporal_length, or 1, with causal attention);
         timesteps: (b,) or a scalar; context: (b, L, context_dim) text embeddings, or (b*t, L, context_dim)
         for one text per frame (frame f of sample i uses row i*t + f; training packs images this way);
         fps: (b,) or a scalar frame rate, used when the model has fps_cond (default 16 as

@@ -4,7 +4,8 @@ Two kinds, as in the paper's recipe (VideoCrafter2 sec. 3: low-quality videos te
 high-quality images teach appearance):
 
 - **low-quality videos**: one plain, single-coloured object (circle, square or triangle) that moves
-  as its caption says (left / right / up / down, slowly or quickly), degraded like web video:
+  as its caption says (left / right / up / down, slowly or quickly), starting near the side it comes
+  from (a right-moving object enters on the left), degraded like web video:
   rendered at half resolution and upscaled, blurred, dulled towards grey, a watermark in the
   bottom-right corner, and block-compression noise;
 - **high-quality images**: one sharp, vivid object, often textured (stripes, checks, dots), in
