@@ -75,6 +75,7 @@ class DemoPreset:
     videos: int  # low-quality clips
     stills: int  # low-quality stills for stage 1's joint image training
     autoencoder_steps: int
+    text_steps: int  # stage 0's text-encoder training
     stage1_steps: int
 
 
@@ -89,9 +90,11 @@ PROMPTS = ("a red circle moving right slowly", "a green square moving left quick
 SAMPLE_SEEDS = (1001, 2002)
 PRESETS = {
     "tiny": DemoPreset("tiny", images=8, stage2_steps=3, batch=2, sample_steps=3, prompts=PROMPTS[::4],
-                       seeds=SAMPLE_SEEDS[:1], videos=8, stills=4, autoencoder_steps=5, stage1_steps=4),
+                       seeds=SAMPLE_SEEDS[:1], videos=8, stills=4, autoencoder_steps=5, text_steps=5,
+                       stage1_steps=4),
     "quick": DemoPreset("quick", images=256, stage2_steps=200, batch=8, sample_steps=25, prompts=PROMPTS,
-                        seeds=SAMPLE_SEEDS, videos=1024, stills=256, autoencoder_steps=600, stage1_steps=3000),
+                        seeds=SAMPLE_SEEDS, videos=1024, stills=256, autoencoder_steps=600, text_steps=400,
+                        stage1_steps=3000),
 }
 
 
@@ -156,7 +159,8 @@ def train_base(out: Path, data: Path, preset: DemoPreset, seed: int, show_progre
     if path.is_file():
         return path
     clock = RunClock(out / "base_runtime.json")  # resumed invocations summed
-    start = pretrain_autoencoder(out / "stage0.safetensors", data, preset.autoencoder_steps, seed, show_progress)
+    start = pretrain_autoencoder(out / "stage0.safetensors", data, preset.autoencoder_steps, preset.text_steps, seed,
+                                 show_progress)
     clock.save()
     config = stage_config(out / "stage1", out / "cache" / "stage1", "full", start, seed, preset.stage1_steps,
                           lr=STAGE1_LR, videos=data / "videos", images=data / "stills", batch=preset.batch,
@@ -168,6 +172,7 @@ def train_base(out: Path, data: Path, preset: DemoPreset, seed: int, show_progre
         "made_by": f"vc2 demo --from-scratch --preset {preset.name} --seed {seed}",
         "seed": seed, "commit": _commit(), "preset": preset.name,
         "videos": preset.videos, "stills": preset.stills, "autoencoder_steps": preset.autoencoder_steps,
+        "text_steps": preset.text_steps,
         "stage1_steps": preset.stage1_steps, "stage1_batch": preset.batch, "stage1_lr": STAGE1_LR,
         "stage1_ema": STAGE1_EMA, "stage1_snr_weight_cap": STAGE1_SNR_CAP,
         "machine": machine(), "stage1_train_seconds": round(train_seconds(out / "stage1"), 1),

@@ -62,6 +62,7 @@ class StudyPreset:
     stills: int
     images: int
     autoencoder_steps: int
+    text_steps: int  # stage 0's text-encoder training
     image_model_steps: int
     base_steps: int
     perturb_steps: tuple[int, ...]  # the fine-tuning lengths that are scored (checkpoints of one run)
@@ -96,15 +97,15 @@ PROMPTS = ("a purple circle moving right slowly", "an orange square moving left 
            "a red square moving right quickly", "a blue circle moving left slowly",
            "a green triangle moving down slowly", "a yellow circle moving up quickly")
 PRESETS = {
-    "tiny": StudyPreset("tiny", videos=8, stills=4, images=8, autoencoder_steps=5, image_model_steps=2,
+    "tiny": StudyPreset("tiny", videos=8, stills=4, images=8, autoencoder_steps=5, text_steps=5, image_model_steps=2,
                         base_steps=3, perturb_steps=(1, 2), batch=2, sample_steps=2, prompts=PROMPTS[:2],
                         sample_seeds=(0,)),
-    "quick": StudyPreset("quick", videos=1024, stills=256, images=256, autoencoder_steps=600,
+    "quick": StudyPreset("quick", videos=1024, stills=256, images=256, autoencoder_steps=600, text_steps=400,
                          image_model_steps=300, base_steps=1500, perturb_steps=(40, 160), batch=8, sample_steps=25,
                          prompts=PROMPTS, sample_seeds=(0, 1)),
-    "full": StudyPreset("full", videos=1024, stills=256, images=256, autoencoder_steps=600, image_model_steps=300,
-                        base_steps=3000, perturb_steps=(40, 160), batch=8, sample_steps=25, prompts=PROMPTS,
-                        sample_seeds=(0, 1)),
+    "full": StudyPreset("full", videos=1024, stills=256, images=256, autoencoder_steps=600, text_steps=400,
+                        image_model_steps=300, base_steps=3000, perturb_steps=(40, 160), batch=8, sample_steps=25,
+                        prompts=PROMPTS, sample_seeds=(0, 1)),
 }
 # Both bases are trained like the demo's base (vc2 demo --from-scratch): the EMA of their weights, the loss
 # weighted by noise level (capped SNR); the videos and stills are the demo's too.
@@ -132,7 +133,8 @@ def run_study(out: str | Path, preset: str = "quick", seeds: tuple[int, ...] = (
     clock = RunClock(out / "runtime.json")
     say = tqdm.write if show_progress else (lambda text: None)
     data = write_data(out / "data", 0, chosen.videos, chosen.stills, chosen.images, show_progress)
-    autoencoder = pretrain_autoencoder(out / "stage0.safetensors", data, chosen.autoencoder_steps, 0, show_progress)
+    autoencoder = pretrain_autoencoder(out / "stage0.safetensors", data, chosen.autoencoder_steps, chosen.text_steps, 0,
+                                       show_progress)
     for seed in seeds:
         say(f"seed {seed}: bases")
         models = train_seed(out / f"seed{seed}", data, autoencoder, chosen, seed, show_progress)

@@ -145,13 +145,14 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
 # ---- stage 0: an autoencoder ----------------------------------------------------------------------------------
 
 
-def pretrain_autoencoder(path: Path, data: Path, steps: int, seed: int, show_progress: bool) -> Path:
+def pretrain_autoencoder(path: Path, data: Path, steps: int, text_steps: int, seed: int,
+                         show_progress: bool) -> Path:
     """The starting model: the world's architecture with random UNet and text encoder, and a VAE trained to
     reconstruct the world's pictures (VideoCrafter2 starts from Stable Diffusion's trained VAE; a random
     one would make every video noise). The latent is rescaled so that ``scale_factor * z`` has unit
-    standard deviation, as SD's 0.18215 does for its VAE. The text encoder stays random, with word
-    embeddings :data:`WORD_EMBEDDING_GAIN` times open_clip's initial scale, so that each word of a caption
-    gets a distinct output, as a trained CLIP gives it (see :func:`distinct_word_embeddings`)."""
+    standard deviation, as SD's 0.18215 does for its VAE. The text encoder, its word embeddings
+    :data:`WORD_EMBEDDING_GAIN` times open_clip's initial scale (:func:`distinct_word_embeddings`), is trained
+    for ``text_steps`` so that every output position carries the caption (:func:`pretrain_text_encoder`)."""
     from PIL import Image
 
     from .checkpoint import save_checkpoint
@@ -162,7 +163,7 @@ def pretrain_autoencoder(path: Path, data: Path, steps: int, seed: int, show_pro
     torch.manual_seed(seed)
     model = VideoCrafter(world_model_config())
     distinct_word_embeddings(model.text_encoder)
-    pretrain_text_encoder(model.text_encoder, TEXT_STEPS, seed, show_progress)
+    pretrain_text_encoder(model.text_encoder, text_steps, seed, show_progress)
     files = sorted((data / "stills").glob("*.png")) + sorted((data / "images").glob("*.png"))
     pictures = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), np.float32) / 127.5 - 1)
                             .permute(2, 0, 1) for f in files])  # (n, 3, H, W) in [-1, 1]
@@ -222,7 +223,6 @@ def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> t
 
 
 WORD_EMBEDDING_GAIN = 10.0
-TEXT_STEPS = 400  # stage 0's text-encoder training (seconds on a CPU)
 
 
 @torch.no_grad()
