@@ -145,6 +145,17 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
 # ---- stage 0: an autoencoder ----------------------------------------------------------------------------------
 
 
+AUTOENCODER_LR = 2e-3
+
+
+def autoencoder_lr_factor(step: int, steps: int) -> float:
+    """The autoencoder's learning rate, a fraction of :data:`AUTOENCODER_LR`: a 50-step warm-up, then a cosine
+    decay to 0. At a constant rate the decoder ends with a coloured streak along the frame's top-left edge
+    that the object count takes for a second object: 71 % of reconstructed world clips have one object
+    after 600 steps at a constant rate, 98 % with the decay (the clips themselves: 100 %)."""
+    return min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1)))
+
+
 def pretrain_autoencoder(path: Path, data: Path, steps: int, text_steps: int, seed: int,
                          show_progress: bool) -> Path:
     """The starting model: the world's architecture with random UNet and text encoder, and a VAE trained to
@@ -197,17 +208,6 @@ def pretrain_autoencoder(path: Path, data: Path, steps: int, text_steps: int, se
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, path)
     return path
-
-
-AUTOENCODER_LR = 2e-3
-
-
-def autoencoder_lr_factor(step: int, steps: int) -> float:
-    """The autoencoder's learning rate, a fraction of :data:`AUTOENCODER_LR`: a 50-step warm-up, then a cosine
-    decay to 0. At a constant rate the decoder ends with a coloured streak along the frame's top-left edge
-    that the object count takes for a second object: 71 % of reconstructed world clips have one object
-    after 600 steps at a constant rate, 98 % with the decay (the clips themselves: 100 %)."""
-    return min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1)))
 
 
 def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
