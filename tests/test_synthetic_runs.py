@@ -3,15 +3,11 @@ text encoder tells the words of a caption apart."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-import pytest
 import torch
 
 from vc2_core.model import VideoCrafter
 from vc2_core.synthetic_runs import (
-    autoencoder_lr_factor,
     distinct_word_embeddings,
     pretrain_text_encoder,
     reconstruction_loss,
@@ -68,9 +64,3 @@ def test_text_pretraining_spreads_the_caption_over_the_padding():
     assert after > 2 * before
 
 
-def test_autoencoder_rate_warms_up_then_decays_to_zero():
-    assert autoencoder_lr_factor(0, 600) == pytest.approx(1 / 50, rel=1e-3)
-    assert autoencoder_lr_factor(49, 600) == pytest.approx(0.5 * (1 + math.cos(math.pi * 49 / 600)))
-    factors = [autoencoder_lr_factor(step, 600) for step in range(50, 601)]
-    assert all(a >= b for a, b in zip(factors, factors[1:]))
-    assert factors[-1] == pytest.approx(0.0, abs=1e-12)

@@ -93,7 +93,7 @@ PRESETS = {
                        seeds=SAMPLE_SEEDS[:1], videos=8, stills=4, autoencoder_steps=5, text_steps=5,
                        stage1_steps=4),
     "quick": DemoPreset("quick", images=256, stage2_steps=200, batch=8, sample_steps=25, prompts=PROMPTS,
-                        seeds=SAMPLE_SEEDS, videos=1024, stills=256, autoencoder_steps=600, text_steps=400,
+                        seeds=SAMPLE_SEEDS, videos=1024, stills=256, autoencoder_steps=1500, text_steps=400,
                         stage1_steps=3000),
 }
 

@@ -26,6 +26,7 @@ Everything is resumable: finished runs and scored models are skipped.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .analysis.plots import line_chart
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint
+from .model import VideoCrafter, split_official_state_dict
 from .synthetic_runs import (
     SAMPLE_CFG,
     STAGE1_EMA,
@@ -100,10 +102,10 @@ PRESETS = {
     "tiny": StudyPreset("tiny", videos=8, stills=4, images=8, autoencoder_steps=5, text_steps=5, image_model_steps=2,
                         base_steps=3, perturb_steps=(1, 2), batch=2, sample_steps=2, prompts=PROMPTS[:2],
                         sample_seeds=(0,)),
-    "quick": StudyPreset("quick", videos=1024, stills=256, images=256, autoencoder_steps=600, text_steps=400,
+    "quick": StudyPreset("quick", videos=1024, stills=256, images=256, autoencoder_steps=1500, text_steps=400,
                          image_model_steps=300, base_steps=1500, perturb_steps=(40, 160), batch=8, sample_steps=25,
                          prompts=PROMPTS, sample_seeds=(0, 1)),
-    "full": StudyPreset("full", videos=1024, stills=256, images=256, autoencoder_steps=600, text_steps=400,
+    "full": StudyPreset("full", videos=1024, stills=256, images=256, autoencoder_steps=1500, text_steps=400,
                         image_model_steps=300, base_steps=3000, perturb_steps=(40, 160), batch=8, sample_steps=25,
                         prompts=PROMPTS, sample_seeds=(0, 1)),
 }
@@ -139,8 +141,11 @@ def run_study(out: str | Path, preset: str = "quick", seeds: tuple[int, ...] = (
         say(f"seed {seed}: bases")
         models = train_seed(out / f"seed{seed}", data, autoencoder, chosen, seed, show_progress)
         clock.save()
+        frame = None  # one model per seed: every scored model differs from it in the UNet alone
         for name, length, path, base in models:
-            score_model(out / f"seed{seed}", name, length, path, base, chosen, show_progress)
+            if not score_path(out / f"seed{seed}", name, length).is_file():
+                frame = frame or load_checkpoint(base)[0]
+            score_model(out / f"seed{seed}", name, length, path, base, chosen, frame, show_progress)
         clock.save()
     results = aggregate(out, chosen, seeds)
     report = write_report(out, chosen, seeds, results, clock.save(), clock.invocations)
@@ -187,26 +192,43 @@ def base_of(name: str) -> str:
     return "F-base" if name.startswith("F") else "P-base"
 
 
+def score_path(folder: Path, name: str, length: int) -> Path:
+    return folder / "scores" / f"{name.replace('&', '+')}@{length}.json"
+
+
 def score_model(folder: Path, name: str, length: int, weights: Path, base: Path, preset: StudyPreset,
-                show_progress: bool) -> list[dict]:
+                frame: VideoCrafter | None, show_progress: bool) -> list[dict]:
     """The scores of every (prompt, sample seed) video of one model, cached in ``scores/NAME@LENGTH.json``;
-    the videos themselves (uint8, (n, t, h, w, 3), in the rows' order) in ``scores/NAME@LENGTH.npz``."""
-    path = folder / "scores" / f"{name.replace('&', '+')}@{length}.json"
+    the videos themselves (uint8, (n, t, h, w, 3), in the rows' order) in ``scores/NAME@LENGTH.npz``.
+
+    ``frame`` is any model of the same seed: its UNet takes the weights' (or the base's, then the LoRA's);
+    its VAE and text encoder are stage 0's, frozen in every model of the study."""
+    path = score_path(folder, name, length)
     if path.is_file():
         return json.loads(path.read_text())
-    if weights.name.startswith("lora"):
-        model, _ = load_checkpoint(base)
-        load_lora(model.unet, read_lora(weights))
-    else:
-        model, _ = load_checkpoint(weights)
-    videos = sample_videos(model, preset.prompts, preset.sample_seeds, preset.sample_steps, show_progress,
-                           f"{name}@{length}")
+    if frame is None:
+        raise ValueError(f"{name}@{length} is not scored yet and needs a model to load its UNet into")
+    lora = weights.name.startswith("lora")
+    frame.unet.load_state_dict(_unet_state(base if lora else weights), strict=True)
+    plain = frame.unet
+    if lora:  # the adapters go into a copy, so the frame's UNet stays plain for the next model
+        frame.unet = copy.deepcopy(plain)
+        load_lora(frame.unet, read_lora(weights))
+    try:
+        videos = sample_videos(frame, preset.prompts, preset.sample_seeds, preset.sample_steps, show_progress,
+                               f"{name}@{length}")
+    finally:
+        frame.unet = plain
     rows = [{"prompt": prompt, "sample_seed": seed, **score(pixels, prompt)}
             for (prompt, seed), pixels in videos.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path.with_suffix(".npz"), videos=to_uint8(np.stack(list(videos.values()))))
     path.write_text(json.dumps(rows, indent=1))  # last: a scores file means the model is done
     return rows
+
+
+def _unet_state(path: Path) -> dict:
+    return split_official_state_dict(read_checkpoint(path)[0])["unet"]
 
 
 # ---- statistics --------------------------------------------------------------------------------------------
@@ -324,8 +346,7 @@ def aggregate(out: Path, preset: StudyPreset, seeds: tuple[int, ...]) -> dict:
     """Per-model means and intervals over seeds, pairwise motion preferences, and each claim's verdict."""
     last = preset.perturb_steps[-1]
     names = [(b, 0) for b in BASES] + [(v.name, length) for v in VARIANTS for length in preset.perturb_steps]
-    rows = {seed: {f"{n}@{length}": json.loads((out / f"seed{seed}" / "scores" /
-                                                f"{n.replace('&', '+')}@{length}.json").read_text())
+    rows = {seed: {f"{n}@{length}": json.loads(score_path(out / f"seed{seed}", n, length).read_text())
                    for n, length in names} for seed in seeds}
     keys = [key for key, _, _ in QUALITY + MOTION]
     per_seed = {seed: {model: {key: _video_mean(videos, key) for key in keys} for model, videos in models.items()}
@@ -398,7 +419,7 @@ def write_samples(out: Path, preset: StudyPreset, seed: int) -> Path:
     for prompt_index in range(min(2, len(preset.prompts))):
         for name in SAMPLED:
             length = 0 if name.endswith("base") else last
-            videos = np.load(out / f"seed{seed}" / "scores" / f"{name.replace('&', '+')}@{length}.npz")["videos"]
+            videos = np.load(score_path(out / f"seed{seed}", name, length).with_suffix(".npz"))["videos"]
             video = videos[prompt_index * len(preset.sample_seeds)]  # (t, h, w, 3) uint8
             rows.append(np.concatenate(list(video), axis=1))
         rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
