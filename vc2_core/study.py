@@ -141,11 +141,12 @@ def run_study(out: str | Path, preset: str = "quick", seeds: tuple[int, ...] = (
         say(f"seed {seed}: bases")
         models = train_seed(out / f"seed{seed}", data, autoencoder, chosen, seed, show_progress)
         clock.save()
-        frame = None  # one model per seed: every scored model differs from it in the UNet alone
-        for name, length, path, base in models:
-            if not score_path(out / f"seed{seed}", name, length).is_file():
-                frame = frame or load_checkpoint(base)[0]
-            score_model(out / f"seed{seed}", name, length, path, base, chosen, frame, show_progress)
+        model = None  # one model per seed: every scored model differs from it in the UNet alone
+        for name, length, weights, base in models:
+            scores = score_path(out / f"seed{seed}", name, length)
+            if not scores.is_file():  # finished models are skipped
+                model = model or load_checkpoint(base)[0]
+                score_model(scores, weights, base, model, chosen, f"{name}@{length}", show_progress)
         clock.save()
     results = aggregate(out, chosen, seeds)
     report = write_report(out, chosen, seeds, results, clock.save(), clock.invocations)
@@ -196,35 +197,28 @@ def score_path(folder: Path, name: str, length: int) -> Path:
     return folder / "scores" / f"{name.replace('&', '+')}@{length}.json"
 
 
-def score_model(folder: Path, name: str, length: int, weights: Path, base: Path, preset: StudyPreset,
-                frame: VideoCrafter | None, show_progress: bool) -> list[dict]:
-    """The scores of every (prompt, sample seed) video of one model, cached in ``scores/NAME@LENGTH.json``;
-    the videos themselves (uint8, (n, t, h, w, 3), in the rows' order) in ``scores/NAME@LENGTH.npz``.
+def score_model(path: Path, weights: Path, base: Path, model: VideoCrafter, preset: StudyPreset, label: str,
+                show_progress: bool) -> None:
+    """Sample and score every (prompt, sample seed) video of one model: the scores to ``path``
+    (``scores/NAME@LENGTH.json``), the videos (uint8, (n, t, h, w, 3), in the rows' order) beside it as ``.npz``.
 
-    ``frame`` is any model of the same seed: its UNet takes the weights' (or the base's, then the LoRA's);
+    ``model`` is any model of the same seed: its UNet takes the weights' (or the base's, then the LoRA's);
     its VAE and text encoder are stage 0's, frozen in every model of the study."""
-    path = score_path(folder, name, length)
-    if path.is_file():
-        return json.loads(path.read_text())
-    if frame is None:
-        raise ValueError(f"{name}@{length} is not scored yet and needs a model to load its UNet into")
     lora = weights.name.startswith("lora")
-    frame.unet.load_state_dict(_unet_state(base if lora else weights), strict=True)
-    plain = frame.unet
-    if lora:  # the adapters go into a copy, so the frame's UNet stays plain for the next model
-        frame.unet = copy.deepcopy(plain)
-        load_lora(frame.unet, read_lora(weights))
+    model.unet.load_state_dict(_unet_state(base if lora else weights), strict=True)
+    plain = model.unet
+    if lora:  # the adapters go into a copy, so the model's UNet stays plain for the next one
+        model.unet = copy.deepcopy(plain)
+        load_lora(model.unet, read_lora(weights))
     try:
-        videos = sample_videos(frame, preset.prompts, preset.sample_seeds, preset.sample_steps, show_progress,
-                               f"{name}@{length}")
+        videos = sample_videos(model, preset.prompts, preset.sample_seeds, preset.sample_steps, show_progress, label)
     finally:
-        frame.unet = plain
+        model.unet = plain
     rows = [{"prompt": prompt, "sample_seed": seed, **score(pixels, prompt)}
             for (prompt, seed), pixels in videos.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path.with_suffix(".npz"), videos=to_uint8(np.stack(list(videos.values()))))
     path.write_text(json.dumps(rows, indent=1))  # last: a scores file means the model is done
-    return rows
 
 
 def _unet_state(path: Path) -> dict:
