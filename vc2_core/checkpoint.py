@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from .config import ModelConfig, ScheduleConfig, TextEncoderConfig, UNetConfig, VAEConfig
 from .detect import CheckpointError, CheckpointInfo, recognise
 from .diffusion.schedule import DiffusionSchedule
-from .files import publish, temporary_file
+from .files import write_atomically
 from .model import VideoCrafter, split_official_state_dict
 from .text import TextEncoder
 from .vae import VideoVAE
@@ -184,17 +184,9 @@ def write_checkpoint(path: str | Path, state: dict[str, Tensor], config: ModelCo
         if path.suffix != ".safetensors":
             raise ValueError(f"{path}: provenance is stored in safetensors metadata; write a .safetensors file")
         metadata[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True)
-    temporary = temporary_file(path, ".tmp")
-    try:
-        if path.suffix == ".safetensors":
-            save_file(state, temporary, metadata=metadata)
-        else:
-            torch.save({"state_dict": state}, temporary)
-        publish(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    if path.suffix == ".safetensors":
+        return write_atomically(path, lambda temporary: save_file(state, temporary, metadata=metadata))
+    return write_atomically(path, lambda temporary: torch.save({"state_dict": state}, temporary))
 
 
 def model_config_to_json(config: ModelConfig) -> str:

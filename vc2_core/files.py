@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -50,3 +51,20 @@ def temporary_folder(path: Path) -> str:
         except FileExistsError:
             continue
         return str(temporary)
+
+
+def write_atomically(path: Path, write: Callable[[str], object], suffix: str = ".tmp") -> Path:
+    """Call ``write(temporary)`` on a hidden file beside ``path``, then rename it over ``path``: a reader
+    sees the old file or the complete new one, never half of it; a failed write leaves nothing behind."""
+    temporary = temporary_file(path, suffix)
+    try:
+        write(temporary)
+        publish(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomically(path: Path, text: str) -> Path:
+    return write_atomically(path, lambda temporary: Path(temporary).write_text(text))

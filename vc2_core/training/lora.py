@@ -37,7 +37,7 @@ import torch.nn as nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..files import publish, temporary_file
+from ..files import write_atomically
 from ..parameter_groups import Group, classify_unet_parameters
 
 Tensor = torch.Tensor
@@ -226,7 +226,7 @@ def save_lora(unet: nn.Module, path: str | Path, *, family: str, groups: Iterabl
     state = {key: value.to("cpu").contiguous() for key, value in lora_state_dict(unet).items()}
     metadata = {"format": FORMAT_TAG, "family": family, "groups": ",".join(g.value for g in _ordered(wanted)),
                 "rank": str(rank), "alpha": repr(alpha), "targets": targets}
-    _save_atomically(state, metadata, path)
+    write_atomically(path, lambda temporary: save_file(state, temporary, metadata=metadata))
     return path
 
 
@@ -495,11 +495,3 @@ def _key_report(unknown: list[str], missing: list[str], unknown_label: str = "un
     return "; ".join(parts)
 
 
-def _save_atomically(state: dict[str, Tensor], metadata: dict[str, str], path: Path) -> None:
-    temporary = temporary_file(path, ".tmp")
-    try:
-        save_file(state, temporary, metadata=metadata)
-        publish(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
