@@ -14,7 +14,7 @@ from PIL import Image
 
 from vc2_core.checkpoint import load_checkpoint, read_provenance
 from vc2_core.cli import main
-from vc2_core.demo import PRESETS, SHIPPED_BASE, DemoError, run_demo
+from vc2_core.experiments.demo import PRESETS, SHIPPED_BASE, DemoError, run_demo
 from vc2_core.parameter_groups import Group, classify_unet_parameters
 from vc2_core.video_io import read_video
 

@@ -292,7 +292,7 @@ def test_load_and_merge_refuse_a_lora_that_does_not_fit(trained, tmp_path):
 
 
 def _merge_command(*argv: str) -> int:
-    from vc2_core.lora_command import add_parser
+    from vc2_core.commands.lora import add_parser
 
     parser = argparse.ArgumentParser(prog="vc2")
     add_parser(parser.add_subparsers(dest="command", required=True))

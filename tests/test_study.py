@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from vc2_core.checkpoint import load_checkpoint
 from vc2_core.cli import main
+from vc2_core.experiments.study import CLAIMS, VARIANTS, _preference, mean_interval, run_study
 from vc2_core.parameter_groups import Group, classify_unet_parameters
-from vc2_core.study import CLAIMS, VARIANTS, _preference, mean_interval, run_study
 
 
 def test_mean_interval_is_the_student_t_interval():

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vc2_core.model import VideoCrafter
-from vc2_core.synthetic_runs import (
+from vc2_core.experiments.runs import (
     distinct_word_embeddings,
     pretrain_text_encoder,
     reconstruction_loss,
     world_model_config,
 )
-from vc2_core.training.synthetic import low_quality_video
+from vc2_core.experiments.world import low_quality_video
+from vc2_core.model import VideoCrafter
 
 
 def test_reconstruction_loss_punishes_a_frame_without_its_object():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vc2_core.train_command import parse_overrides
+from vc2_core.commands.train import parse_overrides
 from vc2_core.training.config import ConfigError, TrainConfig, config_from_dict, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "trainers" / "configs"

@@ -7,7 +7,7 @@
 
 import sys
 
-from vc2_core.cli import main
+from vc2_core.commands.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["train", *sys.argv[1:]]))

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from kornia.contrib import connected_components_union_find
 
-from ..training.synthetic import COLOURS, DIRECTIONS, SHAPES, SPEEDS, shape_mask, watermark
+from .world import COLOURS, DIRECTIONS, SHAPES, SPEEDS, shape_mask, watermark
 
 MIN_OBJECT_AREA = 0.004  # fraction of the frame: 4 pixels at 32x32; smaller components are specks, not objects
 

@@ -33,11 +33,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .analysis.metrics import COLOUR_CHANCE, SHAPE_CHANCE
-from .analysis.plots import bar_chart, line_chart
-from .checkpoint import load_checkpoint, read_provenance, save_checkpoint
-from .parameter_groups import Group, classify_unet_parameters
-from .synthetic_runs import (
+from ..checkpoint import load_checkpoint, read_provenance, save_checkpoint
+from ..parameter_groups import Group, classify_unet_parameters
+from ..video_io import write_video
+from .metrics import COLOUR_CHANCE, SHAPE_CHANCE
+from .plots import bar_chart, line_chart
+from .runs import (
     FPS,
     FRAMES,
     SAMPLE_CFG,
@@ -56,10 +57,9 @@ from .synthetic_runs import (
     train_stage,
     write_data,
 )
-from .training.synthetic import VIDEO_COLOURS
-from .video_io import write_video
+from .world import VIDEO_COLOURS
 
-SHIPPED_BASE = Path(__file__).parent / "assets" / "demo_base.safetensors"
+SHIPPED_BASE = Path(__file__).parents[1] / "assets" / "demo_base.safetensors"
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def train_base(out: Path, data: Path, preset: DemoPreset, seed: int, show_progre
 def _commit() -> str:
     """The git commit of this source tree, ``+dirty`` when the package's own files (``vc2_core/``) differ from it
     (edits elsewhere, such as docs, do not change what a run computes), or "unknown" outside a checkout."""
-    package = Path(__file__).parent
+    package = Path(__file__).parents[1]  # vc2_core/
     try:
         found = subprocess.run(["git", "describe", "--always", "--abbrev=12"], cwd=package,
                                capture_output=True, text=True, timeout=10)

@@ -25,17 +25,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .analysis.metrics import alignment_scores, motion_scores, quality_scores
-from .config import ModelConfig, VAEConfig
-from .config import preset as preset_config
-from .pipeline import GenerationSettings, generate
-from .text import END, PAD, START
-from .training.config import TrainConfig, config_from_dict
-from .training.latent_cache import build_cache
-from .training.stages import get_stage
-from .training.synthetic import all_captions, high_quality_image, low_quality_video
-from .training.trainer import build_training_model, data_sets, lr_schedule, train
-from .video_io import write_video
+from ..config import ModelConfig, VAEConfig
+from ..config import preset as preset_config
+from ..pipeline import GenerationSettings, generate
+from ..text import END, PAD, START
+from ..training.config import TrainConfig, config_from_dict
+from ..training.latent_cache import build_cache
+from ..training.stages import get_stage
+from ..training.trainer import build_training_model, data_sets, lr_schedule, train
+from ..video_io import write_video
+from .metrics import alignment_scores, motion_scores, quality_scores
+from .world import all_captions, high_quality_image, low_quality_video
 
 SIZE, FRAMES, FPS = 32, 8, 8
 STAGE1_LR = 1e-3  # full training (and the image model) from a random UNet
@@ -169,8 +169,8 @@ def pretrain_autoencoder(path: Path, data: Path, steps: int, text_steps: int, se
     for ``text_steps`` so that every output position carries the caption (:func:`pretrain_text_encoder`)."""
     from PIL import Image
 
-    from .checkpoint import save_checkpoint
-    from .model import VideoCrafter
+    from ..checkpoint import save_checkpoint
+    from ..model import VideoCrafter
 
     if path.is_file():
         return path
@@ -280,8 +280,8 @@ def pretrain_text_encoder(text_encoder: torch.nn.Module, steps: int, seed: int, 
 
 def seeded_start(autoencoder: Path, seed: int, path: Path) -> Path:
     """The stage-0 model (trained VAE, text encoder) with a fresh UNet drawn from ``seed``, at ``path``."""
-    from .checkpoint import load_checkpoint, save_checkpoint
-    from .model import VideoCrafter
+    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..model import VideoCrafter
 
     if path.is_file():
         return path

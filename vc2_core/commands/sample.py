@@ -17,16 +17,13 @@ from pathlib import Path
 
 import torch
 
-from .attention import backend_names
-from .diffusion import SAMPLERS, SPACINGS
-from .precision import DTYPES
-from .video_io import check_output_path, output_format
+from ..attention import backend_names
+from ..diffusion import SAMPLERS, SPACINGS
+from ..precision import DTYPES
+from ..video_io import check_output_path, output_format
+from .usage import UsageError
 
 DEFAULT_SEED = 123  # the official run_text2video.sh
-
-
-class SampleUsageError(ValueError):
-    """Bad input to ``vc2 sample``; printed without a traceback."""
 
 
 def _at_least(minimum: int):
@@ -108,17 +105,17 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     if args.prompt is not None:
         prompts = [prompt.strip() for prompt in args.prompt]
         if not all(prompts):
-            raise SampleUsageError("--prompt: an empty prompt (use --cfg 1 with a text, or give a real prompt)")
+            raise UsageError("--prompt: an empty prompt (use --cfg 1 with a text, or give a real prompt)")
         return prompts
     if not args.prompts.is_file():
-        raise SampleUsageError(f"--prompts {args.prompts}: no such file")
+        raise UsageError(f"--prompts {args.prompts}: no such file")
     try:
         lines = args.prompts.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:
-        raise SampleUsageError(f"--prompts {args.prompts}: not UTF-8 text ({error})") from None
+        raise UsageError(f"--prompts {args.prompts}: not UTF-8 text ({error})") from None
     prompts = [line.strip() for line in lines if line.strip()]
     if not prompts:
-        raise SampleUsageError(f"--prompts {args.prompts}: no prompts (one per line)")
+        raise UsageError(f"--prompts {args.prompts}: no prompts (one per line)")
     return prompts
 
 
@@ -132,7 +129,7 @@ def output_paths(out: Path, count: int) -> list[Path]:
     for path in paths:
         check_output_path(path)
         if path.exists() and not os.access(path, os.W_OK):
-            raise SampleUsageError(f"{path}: exists and is not writable")
+            raise UsageError(f"{path}: exists and is not writable")
     return paths
 
 
@@ -142,13 +139,13 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise SampleUsageError(f"--device {name!r}: not a device (auto, cpu, cuda, cuda:N, mps)") from None
+        raise UsageError(f"--device {name!r}: not a device (auto, cpu, cuda, cuda:N, mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SampleUsageError(f"--device {name}: CUDA is not available on this machine")
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise SampleUsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+        raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise SampleUsageError(f"--device {name}: MPS is not available on this machine")
+        raise UsageError(f"--device {name}: MPS is not available on this machine")
     return device
 
 
@@ -163,9 +160,9 @@ def peak_memory(device: torch.device) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .checkpoint import build_model, inspect_checkpoint
-    from .pipeline import GenerationSettings, cast_for_inference, generate
-    from .video_io import to_frames, write_video
+    from ..checkpoint import build_model, inspect_checkpoint
+    from ..pipeline import GenerationSettings, cast_for_inference, generate
+    from ..video_io import to_frames, write_video
 
     started = time.perf_counter()
     prompts = read_prompts(args)

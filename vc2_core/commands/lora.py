@@ -15,9 +15,7 @@ import math
 import time
 from pathlib import Path
 
-
-class LoRAUsageError(ValueError):
-    """Bad input to ``vc2 lora``; printed without a traceback."""
+from .usage import UsageError, check_output_file
 
 
 def _finite(text: str) -> float:
@@ -49,19 +47,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def check_merge_paths(ckpt: Path, lora: Path, out: Path) -> None:
     """The output is a .safetensors file in an existing folder, and neither input."""
-    if out.suffix != ".safetensors":
-        raise LoRAUsageError(f"--out must end in .safetensors (got {out})")
-    if not out.parent.is_dir():
-        raise LoRAUsageError(f"{out.parent}: the output directory does not exist")
+    check_output_file(out, ".safetensors")
     for flag, given in (("--ckpt", ckpt), ("--lora", lora)):
         if out.resolve() == given.resolve():
-            raise LoRAUsageError(f"--out {out} is the {flag} file; write the merged checkpoint to a new file")
+            raise UsageError(f"--out {out} is the {flag} file; write the merged checkpoint to a new file")
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from .checkpoint import build_model, inspect_checkpoint, save_checkpoint
-    from .keys import UNET_PREFIX
-    from .training.lora import merge_lora_state, read_lora
+    from ..checkpoint import build_model, inspect_checkpoint, save_checkpoint
+    from ..keys import UNET_PREFIX, under_prefix
+    from ..training.lora import merge_lora_state, read_lora
 
     started = time.perf_counter()
     check_merge_paths(args.ckpt, args.lora, args.out)
@@ -71,8 +66,8 @@ def run_merge(args: argparse.Namespace) -> int:
           f"rank {lora.rank}, alpha {lora.alpha:g}", flush=True)
     state, info = inspect_checkpoint(args.ckpt)
     if lora.family not in (info.family, info.config.name):
-        raise LoRAUsageError(f"the LoRA was trained on a {lora.family} model, but {args.ckpt} is {info.family}")
-    unet_state = {key[len(UNET_PREFIX):]: value for key, value in state.items() if key.startswith(UNET_PREFIX)}
+        raise UsageError(f"the LoRA was trained on a {lora.family} model, but {args.ckpt} is {info.family}")
+    unet_state = under_prefix(state, UNET_PREFIX)
     merged = merge_lora_state(unet_state, lora, scale=args.scale)
     dtype = next(value.dtype for value in unet_state.values() if value.is_floating_point())
     model = build_model(state, info, dtype=dtype)  # the base's precision is kept

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import yaml
 
+from .usage import UsageError
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Two commands: ``train`` and ``cache``."""
     train = commands.add_parser(
         "train", help="train a stage (full, partial, spa-dir, ..., LoRA variants) from a config file",
         description="Train from a YAML/TOML config (docs/training.md describes every field). Runs in one process, "
@@ -25,7 +28,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                        help="continue a run: 'auto' takes the latest complete checkpoint of run.output_dir")
     _add_set(train)
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs and messages only)")
-    train.set_defaults(run=_train)
+    train.set_defaults(run=run_train)
 
     cache = commands.add_parser(
         "cache", help="encode a config's data once into a latent cache (data.cache) to train from",
@@ -35,7 +38,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     _add_set(cache)
     cache.add_argument("--device", default=None, help="where the VAE and text encoder run (default: cuda if available)")
     cache.add_argument("--no-progress", action="store_true")
-    cache.set_defaults(run=_cache)
+    cache.set_defaults(run=run_cache)
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -49,17 +52,17 @@ def parse_overrides(items: list[str]) -> dict[str, dict]:
         key, sep, value = item.partition("=")
         section, dot, name = key.partition(".")
         if not sep or not dot or not section or not name:
-            raise ValueError(f"--set {item!r}: expected SECTION.FIELD=VALUE (e.g. optim.lr=1e-5)")
+            raise UsageError(f"--set {item!r}: expected SECTION.FIELD=VALUE (e.g. optim.lr=1e-5)")
         try:
             overrides.setdefault(section, {})[name] = yaml.safe_load(value)
         except yaml.YAMLError as error:
-            raise ValueError(f"--set {item!r}: the value is not valid YAML ({error})") from None
+            raise UsageError(f"--set {item!r}: the value is not valid YAML ({error})") from None
     return overrides
 
 
-def _train(args: argparse.Namespace) -> int:
-    from .training.config import load_config
-    from .training.trainer import NonFiniteLoss, train
+def run_train(args: argparse.Namespace) -> int:
+    from ..training.config import load_config
+    from ..training.trainer import NonFiniteLoss, train
 
     config = load_config(args.config, parse_overrides(args.overrides))
     try:
@@ -81,22 +84,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cache(args: argparse.Namespace) -> int:
+def run_cache(args: argparse.Namespace) -> int:
     import torch
 
-    from .training.config import load_config
-    from .training.data import SkipReport
-    from .training.latent_cache import build_cache
-    from .training.trainer import build_training_model, data_sets
+    from ..training.config import load_config
+    from ..training.data import SkipReport
+    from ..training.latent_cache import build_cache
+    from ..training.trainer import build_training_model, data_sets
 
     config = load_config(args.config, parse_overrides(args.overrides))
     if config.data.cache is None:
-        raise ValueError("set data.cache (in the config or with --set data.cache=DIR) to say where the cache goes")
+        raise UsageError("set data.cache (in the config or with --set data.cache=DIR) to say where the cache goes")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = build_training_model(config)
     datasets, index_skips = data_sets(config, model.config, kinds=("videos", "images"))
     if not datasets:
-        raise ValueError("the config names no videos.index or images.index to cache")
+        raise UsageError("the config names no videos.index or images.index to cache")
     report = SkipReport()
     for skipped in (item for items in index_skips.values() for item in items):
         report.add(skipped)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import stable_seed
+from ..training.data import stable_seed
 
 SHAPES = ("circle", "square", "triangle")
 VIDEO_COLOURS = {"red": (0.85, 0.12, 0.1), "green": (0.1, 0.7, 0.2), "blue": (0.12, 0.25, 0.9),

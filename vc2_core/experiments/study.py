@@ -34,10 +34,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .analysis.plots import line_chart
-from .checkpoint import load_checkpoint, read_checkpoint
-from .model import VideoCrafter, split_official_state_dict
-from .synthetic_runs import (
+from ..checkpoint import load_checkpoint, read_checkpoint
+from ..model import VideoCrafter, split_official_state_dict
+from ..training import run_dir
+from ..training.lora import load_lora, read_lora
+from .plots import line_chart
+from .runs import (
     SAMPLE_CFG,
     STAGE1_EMA,
     STAGE1_LR,
@@ -53,8 +55,6 @@ from .synthetic_runs import (
     train_stage,
     write_data,
 )
-from .training import run_dir
-from .training.lora import load_lora, read_lora
 
 
 @dataclass(frozen=True)
@@ -317,8 +317,8 @@ PAIRS = (("F-Spa-LORA", "P-Spa-LORA", "87%"), ("F-Temp-LORA", "P-Temp-LORA", "73
 def reference_scores(count: int = 40) -> dict[str, dict[str, float]]:
     """The metrics' scale: means over the world's own low-quality clips (what a perfect stage 1 would score), the
     same clips with their frames shuffled (no temporal coherence), and the high-quality images held still."""
-    from .analysis.metrics import motion_scores, quality_scores
-    from .training.synthetic import DIRECTIONS, high_quality_image, low_quality_video
+    from .metrics import motion_scores, quality_scores
+    from .world import DIRECTIONS, high_quality_image, low_quality_video
 
     clips = [c for c in (low_quality_video(0, 10_000 + i) for i in range(count)) if c.motion.kind in DIRECTIONS]
     order = np.random.default_rng(0)

@@ -1,1 +1,0 @@
-"""Metrics on generated videos of the synthetic world, and the reports built from them."""
