@@ -14,11 +14,12 @@ from PIL import Image
 
 from vc2_core.checkpoint import load_checkpoint, read_provenance
 from vc2_core.cli import main
-from vc2_core.experiments.demo import PRESETS, SHIPPED_BASE, DemoError, run_demo
+from vc2_core.experiments.demo import SHIPPED_BASE, run_demo
+from vc2_core.experiments.presets import DEMO_PRESETS
 from vc2_core.parameter_groups import Group, classify_unet_parameters
 from vc2_core.video_io import read_video
 
-TINY = PRESETS["tiny"]
+TINY = DEMO_PRESETS["tiny"]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_a_made_base_loads_through_the_shipped_bases_path(scratch, tmp_path):
 def test_the_shipped_base_records_how_it_was_made():
     provenance = read_provenance(SHIPPED_BASE)
     assert provenance["made_by"].startswith("vc2 demo --from-scratch --preset quick")
-    assert provenance["stage1_steps"] == PRESETS["quick"].stage1_steps
+    assert provenance["stage1_steps"] == DEMO_PRESETS["quick"].stage1_steps
     # made at 5792d66; "+dirty" there was an edit to docs/architecture.md during the run (since then only the
     # package's own files decide it)
     assert re.fullmatch(r"[0-9a-f]{12}(\+dirty)?", provenance["commit"])
@@ -100,7 +101,7 @@ def test_the_shipped_base_records_how_it_was_made():
 ])
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, kwargs, message):
     out = tmp_path / "demo"
-    with pytest.raises(DemoError, match=message):
+    with pytest.raises(ValueError, match=message):
         run_demo(out, show_progress=False, **kwargs)
     assert not out.exists()
 

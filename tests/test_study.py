@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 
 from vc2_core.checkpoint import load_checkpoint
 from vc2_core.cli import main
-from vc2_core.experiments.study import CLAIMS, VARIANTS, _preference, mean_interval, run_study
+from vc2_core.experiments.presets import VARIANTS
+from vc2_core.experiments.study import run_study
+from vc2_core.experiments.study_analysis import CLAIMS, _preference, mean_interval
 from vc2_core.parameter_groups import Group, classify_unet_parameters
 
 

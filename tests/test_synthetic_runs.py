@@ -6,12 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vc2_core.experiments.runs import (
-    distinct_word_embeddings,
-    pretrain_text_encoder,
-    reconstruction_loss,
-    world_model_config,
-)
+from vc2_core.experiments.runs import world_model_config
+from vc2_core.experiments.stage0 import distinct_word_embeddings, pretrain_text_encoder, reconstruction_loss
 from vc2_core.experiments.world import low_quality_video
 from vc2_core.model import VideoCrafter
 

@@ -81,7 +81,7 @@ def _counts(state: dict[str, torch.Tensor]) -> dict[str, dict[str, int]]:
 
 
 def _describe(config: ModelConfig, family: str, counts: dict, model, notes) -> dict:
-    from .parameter_groups import group_totals
+    from ..parameter_groups import group_totals
 
     groups = {name: entry["total"] for name, entry in group_totals(model.unet).items()}
     return {
