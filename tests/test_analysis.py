@@ -12,9 +12,15 @@ from vc2_core.experiments.metrics import (
     COLOUR_CHANCE,
     SHAPE_CHANCE,
     alignment_scores,
+    background_colour,
+    box3,
+    chroma,
     motion_scores,
     nearest_colour,
+    object_mask,
+    outside_watermark,
     quality_scores,
+    saturation,
 )
 from vc2_core.experiments.world import (
     COLOURS,
@@ -189,3 +195,25 @@ def test_the_world_is_the_one_the_shipped_base_was_trained_on():
         picture = high_quality_image(0, index)
         digest.update(picture.pixels.tobytes() + picture.caption.encode())
     assert digest.hexdigest() == "bbeb6f52fbc2e419836fe058f90cde9dd28b5c4f6159f7574e58c788181d7777"
+
+
+def _numpy_box3(image: np.ndarray) -> np.ndarray:  # the hand-written average box3 replaced
+    padded = np.pad(image, 1, mode="edge")
+    h, w = image.shape
+    return sum(padded[i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9.0
+
+
+def test_kornia_in_the_metrics_gives_the_numbers_of_the_numpy_code_it_replaced():
+    """box3 (kornia's box_blur) is within 1e-6 of the numpy average and finds the same objects; saturation
+    (kornia's rgb_to_hsv) equals (max - min) / (max + 1e-6) bit for bit: the demo's numbers stay the same."""
+    frames = np.concatenate([clip.frames for clip in CLIPS[:8]]
+                            + [np.repeat(high_quality_image(0, i).pixels[None], 2, axis=0) for i in range(8)])
+    for frame in frames:
+        distance = np.abs(chroma(frame) - chroma(background_colour(frame))).sum(axis=-1)
+        reference = _numpy_box3(distance)
+        assert np.abs(box3(distance) - reference).max() < 1e-6
+        outside = outside_watermark(frame.shape[0])
+        threshold = max(0.1, 0.5 * np.percentile(reference[outside], 99))
+        assert np.array_equal(object_mask(frame), (reference > threshold) & outside)
+        high, low = frame.max(axis=-1), frame.min(axis=-1)
+        assert saturation(frame) == float(((high - low) / (high + 1e-6)).mean())

@@ -20,7 +20,7 @@ more, reconstructed them as squares in 25 % and triangles in 52 % of frames (70 
 steps at batch 64 for the latter).
 
 Every clip and image comes with its caption and its ground truth (object attributes, per-frame
-centres and radius), which the metrics of :mod:`vc2_core.analysis` are validated against.
+centres and radius), which the metrics of :mod:`vc2_core.experiments.metrics` are validated against.
 Pixels are float32 in [0, 1], frames (t, h, w, 3).
 """
 
