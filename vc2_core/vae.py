@@ -151,7 +151,7 @@ class VideoVAE(nn.Module):
         unexpected = [k for k in state if k not in expected]
         mismatched = [f"{k}: got {list(state[k].shape)}, expected {list(expected[k].shape)}"
                       for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-        problems = [f"{what} {first_few([repr(item) for item in items])}" for what, items in
+        problems = [f"{what} [{first_few([repr(item) for item in items])}]" for what, items in
                     (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if items]
         if problems:
             raise ValueError(f"the VAE state dict does not fit {self.config}: " + "; ".join(problems)
