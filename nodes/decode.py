@@ -23,8 +23,8 @@ class VC2VAEDecode:
             "vae": (VAE_TYPE, {"tooltip": "The VAE from Load VideoCrafter Checkpoint."}),
             "latent": ("LATENT", {"tooltip": "Video latents from VC2 Sampler."}),
             "chunk_frames": ("INT", {"default": 1, "min": 1, "max": 1024,
-                                     "tooltip": "Frames decoded per VAE call (1 = the official frame-by-frame "
-                                                "decode, least memory)."}),
+                                     "tooltip": "Frames (of every video) decoded per VAE call (1 = the official "
+                                                "frame-by-frame decode, least memory)."}),
         }}
 
     def decode(self, vae: VAEModel, latent: dict, chunk_frames: int):
@@ -36,12 +36,8 @@ class VC2VAEDecode:
         comfy.load([vae.patcher])
         network = vae.patcher.model
         device, dtype = vae.patcher.load_device, next(network.parameters()).dtype
-        frames = samples.permute(0, 2, 1, 3, 4).reshape(-1, *samples.shape[1:2], *samples.shape[3:])  # ((b t), z, h, w)
-        out = comfy.intermediate_device()
-        images = []
         with torch.no_grad():
-            for start in range(0, frames.shape[0], chunk_frames):
-                comfy.check_interrupt()
-                pixels = network.decode(frames[start:start + chunk_frames].to(device, dtype))  # (n, 3, H, W) in [-1, 1]
-                images.append(((pixels.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).to(out))
-        return (torch.cat(images),)
+            videos = network.decode_unscaled_video(samples.to(device, dtype), chunk_frames=chunk_frames,
+                                                   before_chunk=comfy.check_interrupt)  # (b, 3, t, H, W) in [-1, 1]
+        frames = videos.permute(0, 2, 3, 4, 1).flatten(0, 1)  # ((b t), H, W, 3)
+        return (((frames.float() + 1) / 2).clamp(0, 1).to(comfy.intermediate_device()),)

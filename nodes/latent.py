@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..vc2_core.pipeline import pixel_multiple
+from ..vc2_core.config import size_problems
+from ..vc2_core.pipeline import latent_shape
 from . import comfy
 from .types import MODEL_TYPE, VideoModel
 
@@ -13,14 +14,9 @@ MAX_SIZE = 4096
 
 def check_size(model: VideoModel, height: int, width: int) -> None:
     """ValueError unless height and width are multiples of the model's pixel multiple (64 for VC2/VC1)."""
-    multiple = pixel_multiple(model.config)
-    problems = [f"{name} {value} is not a multiple of {multiple} "
-                f"(nearest: {max(multiple, round(value / multiple) * multiple)})"
-                for name, value in (("height", height), ("width", width)) if value % multiple]
+    problems = size_problems(model.config, height, width)
     if problems:
-        factor = model.config.vae.downsample_factor
-        raise ValueError(f"{'; '.join(problems)}. {model.name} needs sizes divisible by {multiple}: its VAE "
-                         f"downsamples by {factor} and its UNet by {multiple // factor}.")
+        raise ValueError(f"{model.name}: " + "; ".join(problems))
 
 
 class VC2EmptyVideoLatent:
@@ -49,6 +45,5 @@ class VC2EmptyVideoLatent:
 
     def make(self, model: VideoModel, width: int, height: int, frames: int, batch_size: int):
         check_size(model, height, width)
-        f = model.config.vae.downsample_factor
-        shape = (batch_size, model.config.unet.in_channels, frames, height // f, width // f)
+        shape = latent_shape(model.config, frames, height, width, batch_size)  # (b, z, t, h, w)
         return ({"samples": torch.zeros(shape, device=comfy.intermediate_device())},)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..vc2_core.attention import backend_names, default_backend
 from ..vc2_core.checkpoint import load_checkpoint
 from ..vc2_core.detect import CheckpointError
-from ..vc2_core.precision import DTYPES, cast_for_inference
+from ..vc2_core.precision import DTYPES
 from . import comfy
 from .types import MODEL_TYPE, TEXT_ENCODER_TYPE, VAE_TYPE, TextEncoderModel, VAEModel, VideoModel
 
@@ -41,10 +41,9 @@ class VC2CheckpointLoader:
     def load(self, ckpt_name: str, dtype: str, attention: str):
         path = comfy.full_path(comfy.MODEL_FOLDER, ckpt_name)
         try:
-            model, info = load_checkpoint(path)
+            model, info = load_checkpoint(path, dtype=DTYPES[dtype], for_inference=True)
         except CheckpointError as error:
             raise ValueError(f"{ckpt_name} is not a VideoCrafter checkpoint this pack can load: {error}") from None
-        cast_for_inference(model, DTYPES[dtype])
         model.unet.set_attention_backend(attention)
         config = model.config
         return (VideoModel(comfy.patcher(model.unet, "unet"), config, model.schedule, ckpt_name),

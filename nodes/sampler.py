@@ -99,13 +99,11 @@ class VC2Sampler:
         if samples.ndim != 5 or samples.shape[1] != config.unet.in_channels:
             raise ValueError(f"latent: expected a video latent (batch, {config.unet.in_channels}, frames, h, w) "
                              f"from VC2 Empty Video Latent; got {tuple(samples.shape)}")
-        batch, _, frames, height, width = samples.shape
-        f = config.vae.downsample_factor
+        batch = samples.shape[0]
         settings = GenerationSettings(
-            height=height * f, width=width * f, frames=frames, fps=fps, steps=steps, cfg=cfg, eta=eta,
-            sampler=sampler_name, context_frames=context_frames or None,
+            fps=fps, steps=steps, cfg=cfg, eta=eta, sampler=sampler_name, context_frames=context_frames or None,
             context_overlap=context_overlap if context_frames else None, context_loop=context_loop,
-        ).resolve(config)
+        ).resolve_for_latents(config, samples.shape)
         context = _per_video(conditioning_tensor(positive, "positive", model), batch, "positive")
         uncond = _per_video(conditioning_tensor(negative, "negative", model), batch, "negative")
 
@@ -126,7 +124,7 @@ class VC2Sampler:
 
         comfy.check_interrupt()
         with torch.no_grad():
-            z = sample_latents(unet, model.schedule, context.to(device, dtype), uncond.to(device, dtype), x_T,
-                               settings, noise, callback=on_step)
+            z = sample_latents(unet, context.to(device, dtype), uncond.to(device, dtype), x_T, settings, noise,
+                               callback=on_step)
         raw = (1.0 / config.scale_factor) * z  # ComfyUI keeps LATENTs unscaled (as the VAE gives them)
         return ({"samples": raw.to(comfy.intermediate_device())},)

@@ -74,19 +74,19 @@ def _full_size_state(family: str) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("family", ["vc2-512", "vc1-512", "vc1-1024"])
 def test_released_families_are_recognised_from_keys(family):
     state = _full_size_state(family)
-    info = recognise(state)
+    info = recognise(state).info
     assert info.family == family and info.config.unet == preset(family).unet and not info.notes
 
 
 def test_schedule_buffers_are_rederived_and_reported():
     state = _full_size_state("vc2-512")
     without = {k: v for k, v in state.items() if k not in ("scale_arr", "betas")}
-    notes = recognise(without).notes
+    notes = recognise(without).info.notes
     assert any("re-derived" in n and "scale_arr" in n and "betas" in n for n in notes)
     longer = state | {"scale_arr": torch.cat([state["scale_arr"][:1000], torch.full((600,), 0.7)])}
-    assert any("scale_arr stored with 1600 entries" in n for n in recognise(longer).notes)
+    assert any("scale_arr stored with 1600 entries" in n for n in recognise(longer).info.notes)
     wrong = state | {"betas": state["betas"] * 2}
-    assert any("stored betas differs" in n for n in recognise(wrong).notes)
+    assert any("stored betas differs" in n for n in recognise(wrong).info.notes)
 
 
 def test_not_a_videocrafter_checkpoint_names_what_is_missing(tmp_path):
@@ -169,7 +169,7 @@ def test_custom_sizes_are_inferred_from_shapes(changes):
         preset("tiny").unet, **{"use_checkpoint": True, "temporal_length": 16, **changes}))
     with torch.device("meta"):
         state = VideoCrafter(config).official_state_dict()
-    info = recognise(state | DiffusionSchedule(config.schedule).official_state_dict())
+    info = recognise(state | DiffusionSchedule(config.schedule).official_state_dict()).info
     assert info.family == "custom" and info.config.unet == config.unet
     assert info.config.vae == config.vae
 
@@ -191,3 +191,25 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     paths = [save(Model(preset_of("tiny")), tmp_path / "m.safetensors"),
              write_video(tmp_path / "v.gif", np.zeros((2, 8, 8, 3), np.uint8), 4)]
     assert all(path.stat().st_mode & 0o777 == 0o666 & ~mask for path in paths)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inference_casts_each_network_once_from_the_file(tmp_path, dtype):
+    """Under fp16 the VAE keeps the file's float32 values bit for bit (it is never cast to fp16 and back);
+    every other network (and the VAE under bf16) is the file's values cast once to the compute dtype."""
+    from vc2_core.checkpoint import build_model, open_checkpoint
+    from vc2_core.keys import TEXT_PREFIX, VAE_PREFIX, under_prefix
+
+    path = save_checkpoint(VideoCrafter(preset("tiny")), tmp_path / "tiny.safetensors")
+    state = read_checkpoint(path)[0]
+    model = build_model(open_checkpoint(path), dtype=dtype, for_inference=True)
+    vae_dtype = torch.float32 if dtype == torch.float16 else dtype
+    for name, value in model.vae.official_state_dict().items():
+        stored = state[VAE_PREFIX + name]
+        assert stored.dtype == torch.float32 and value.dtype == vae_dtype, name
+        assert torch.equal(value, stored.to(vae_dtype)), name
+    for name, value in model.unet.state_dict().items():
+        assert value.dtype == dtype and torch.equal(value, state["model.diffusion_model." + name].to(dtype)), name
+    text = under_prefix(state, TEXT_PREFIX)
+    for name, value in model.text_encoder.official_state_dict().items():
+        assert value.dtype == dtype and torch.equal(value, text[name].to(dtype)), name

@@ -7,6 +7,7 @@ import torch
 
 from vc2_core.config import ScheduleConfig, preset
 from vc2_core.diffusion import (
+    Denoiser,
     DiffusionSchedule,
     GuidedEps,
     ddim_sample,
@@ -54,7 +55,7 @@ def test_ddim_with_the_true_noise_lands_on_the_forward_process(use_scale):
     t_start = torch.full((2,), int(ddim.timesteps[-1]))
     x_T = schedule.q_sample(x0, t_start, eps)
     pred = []
-    final = ddim_sample(lambda x, t: eps, x_T, ddim, callback=lambda step: pred.append(step.pred_x0))
+    final = ddim_sample(Denoiser(lambda x, t: eps), x_T, ddim, callback=lambda step: pred.append(step.pred_x0))
     a0, s0 = schedule.alphas_cumprod[0], schedule.scales()[0]
     torch.testing.assert_close(final, a0.sqrt() * s0 * x0 + (1 - a0).sqrt() * eps, rtol=1e-4, atol=1e-4)
     for estimate in pred:  # every step recovers the un-scaled x0
@@ -66,12 +67,12 @@ def test_ddim_noise_is_reproducible_and_required():
     ddim = make_ddim_schedule(schedule, 5, eta=1.0)
     x_T = torch.randn(1, 4, 2, 4, 4)
     eps_fn = lambda x, t: 0.1 * x  # noqa: E731
-    one = ddim_sample(eps_fn, x_T, ddim, noise=generator_noise(torch.Generator().manual_seed(7)))
-    two = ddim_sample(eps_fn, x_T, ddim, noise=generator_noise(torch.Generator().manual_seed(7)))
-    other = ddim_sample(eps_fn, x_T, ddim, noise=generator_noise(torch.Generator().manual_seed(8)))
+    one = ddim_sample(Denoiser(eps_fn), x_T, ddim, noise=generator_noise(torch.Generator().manual_seed(7)))
+    two = ddim_sample(Denoiser(eps_fn), x_T, ddim, noise=generator_noise(torch.Generator().manual_seed(7)))
+    other = ddim_sample(Denoiser(eps_fn), x_T, ddim, noise=generator_noise(torch.Generator().manual_seed(8)))
     assert torch.equal(one, two) and not torch.equal(one, other)
     with pytest.raises(ValueError, match="needs a noise source"):
-        ddim_sample(eps_fn, x_T, ddim)
+        ddim_sample(Denoiser(eps_fn), x_T, ddim)
     assert ddim.sigmas[0] > 0  # the last step still adds noise: a_prev = alpha_bar_0 < 1
 
 

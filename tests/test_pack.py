@@ -249,7 +249,7 @@ def test_bad_input_gives_clear_errors(comfy, tmp_path):
     with pytest.raises(ValueError, match="sd15.safetensors is not a VideoCrafter checkpoint"):
         loader.load("sd15.safetensors", "fp32", "sdpa")
     model, clip, vae = load_tiny()
-    with pytest.raises(ValueError, match="height 30 is not a multiple of 4 .nearest: 32"):
+    with pytest.raises(ValueError, match="height 30: must be a positive multiple of 4 .*nearest is 32"):
         node("VC2_EmptyVideoLatent").make(model, 48, 30, 4, 1)
     finetune = node("VC2_SpatialFineTune")
     base = dict(model=model, clip=clip, vae=vae, variant="F-Spa-DIR", steps=1, learning_rate=1e-4, batch_size=1,

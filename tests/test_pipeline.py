@@ -143,3 +143,19 @@ def test_prompts_and_seeds_must_match(tiny_model):
         run(tiny_model, ["a", "b"], [1])
     with pytest.raises(ValueError, match="no prompts"):
         run(tiny_model, [], [])
+
+
+def test_resolved_settings_carry_their_plan_and_are_not_resolved_again():
+    config = preset("tiny")
+    settings = GenerationSettings(sampler="dpmpp_2m", steps=5).resolve(config)
+    assert settings.resolve(config) is settings  # generate() reuses what the caller resolved
+    assert settings.plan.sampler.name == "dpmpp_2m" and len(settings.plan.steps) == 5 and settings.plan.eta == 0.0
+    other = config.replace(fps=9)  # another config: checked and planned for it
+    assert settings.resolve(other) is not settings and settings.resolve(other).config == other
+
+
+def test_settings_for_latents_take_frames_and_size_from_the_latents():
+    config = preset("tiny")
+    settings = GenerationSettings(steps=3).resolve_for_latents(config, (2, 4, 5, 16, 24))
+    f = config.vae.downsample_factor
+    assert (settings.frames, settings.height, settings.width) == (5, 16 * f, 24 * f)

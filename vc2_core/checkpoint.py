@@ -21,18 +21,21 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig, ScheduleConfig, TextEncoderConfig, UNetConfig, VAEConfig
-from .detect import CheckpointError, CheckpointInfo, recognise
-from .diffusion.schedule import DiffusionSchedule
+from .detect import CheckpointError, CheckpointInfo, RecognisedCheckpoint, recognise
 from .files import write_atomically
-from .model import VideoCrafter, split_official_state_dict
+from .keys import under_prefix
+from .model import VideoCrafter
+from .modules import UNetModel
+from .precision import inference_dtypes
 from .text import TextEncoder
 from .vae import VideoVAE
 
 Tensor = torch.Tensor
 FORMAT_TAG = "vc2"  # safetensors metadata "format" of the files this project writes
 
-__all__ = ["CheckpointError", "CheckpointInfo", "build_model", "inspect_checkpoint", "load_checkpoint",
-           "read_checkpoint", "read_provenance", "save_checkpoint", "write_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointInfo", "RecognisedCheckpoint", "build_model", "inspect_checkpoint",
+           "load_checkpoint", "open_checkpoint", "read_checkpoint", "read_provenance", "save_checkpoint",
+           "write_checkpoint"]
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -104,42 +107,56 @@ def _unwrap(loaded: object, path: Path) -> dict[str, Tensor]:
 def _strip_common_prefix(state: dict, prefixes: tuple[str, ...]) -> dict:
     for prefix in prefixes:
         if all(isinstance(k, str) and k.startswith(prefix) for k in state):
-            return {k[len(prefix):]: v for k, v in state.items()}
+            return under_prefix(state, prefix)
     return state
 
 
 def inspect_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], CheckpointInfo]:
-    """Read a file and recognise it (config from vc2's own metadata when present)."""
+    """(state dict, what it is) of a file, for reports; :func:`open_checkpoint` to build the model from it."""
     state, metadata = read_checkpoint(path)
-    config = model_config_from_json(metadata["vc2_config"]) if "vc2_config" in metadata else None
-    return state, recognise(state, config)
+    return state, recognise(state, _stored_config(metadata)).info
 
 
-def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32) -> tuple[VideoCrafter, CheckpointInfo]:
-    """Build the model a checkpoint describes and load its weights (strictly; schedule re-derived).
+def open_checkpoint(path: str | Path) -> RecognisedCheckpoint:
+    """Read a file and recognise it (config from vc2's own metadata when present): its parts and info."""
+    state, metadata = read_checkpoint(path)
+    return recognise(state, _stored_config(metadata))
 
-    The UNet (three quarters of the weights) is built on the meta device and takes the file's
-    tensors directly: no time spent on a random initialisation and no second copy in memory.
+
+def _stored_config(metadata: dict[str, str]) -> ModelConfig | None:
+    return model_config_from_json(metadata["vc2_config"]) if "vc2_config" in metadata else None
+
+
+def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                    for_inference: bool = False) -> tuple[VideoCrafter, CheckpointInfo]:
+    """Build the model a checkpoint describes and load its weights (see :func:`build_model`)."""
+    checkpoint = open_checkpoint(path)
+    return build_model(checkpoint, device=device, dtype=dtype, for_inference=for_inference), checkpoint.info
+
+
+def build_model(checkpoint: RecognisedCheckpoint, *, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32, for_inference: bool = False) -> VideoCrafter:
+    """The model of a recognised checkpoint, weights loaded strictly, each network built once.
+
+    Every network is cast to ``dtype`` once, from the file's tensors; ``for_inference`` uses the
+    per-network :func:`~vc2_core.precision.inference_dtypes` instead (under fp16 the VAE stays
+    float32 and keeps the file's float32 values exactly). The UNet (three quarters of the weights) is
+    built on the meta device and takes the file's tensors directly: no time spent on a random
+    initialisation and no second copy in memory. The schedule is derived from the config, never read.
     """
-    state, info = inspect_checkpoint(path)
-    return build_model(state, info, device=device, dtype=dtype), info
-
-
-def build_model(state: dict[str, Tensor], info: CheckpointInfo, *, device: str | torch.device = "cpu",
-                dtype: torch.dtype = torch.float32) -> VideoCrafter:
-    """The model of a recognised state dict (see :func:`inspect_checkpoint`), weights loaded."""
-    parts = split_official_state_dict(state)
-    config = info.config
+    config, parts = checkpoint.info.config, checkpoint.parts
+    dtypes = inference_dtypes(dtype) if for_inference else dict.fromkeys(("unet", "text_encoder", "vae"), dtype)
     with torch.device("meta"):
-        model = VideoCrafter(config)
-    model.unet.load_state_dict(parts["unet"], strict=True, assign=True)
-    model.schedule = DiffusionSchedule(config.schedule)  # derived from the config, never read from the file
-    model.vae = VideoVAE(config.vae, scale_factor=config.scale_factor)
-    model.vae.load_official_state_dict(parts["vae"])
-    model.text_encoder = TextEncoder(config.text)
-    model.text_encoder.load_official_state_dict(parts["text"])
-    return model.to(device=device, dtype=dtype).eval()
+        unet = UNetModel(config.unet)
+    unet.load_state_dict(parts["unet"], strict=True, assign=True)
+    vae = VideoVAE(config.vae, scale_factor=config.scale_factor)
+    vae.load_official_state_dict(parts["vae"])
+    text_encoder = TextEncoder(config.text)
+    text_encoder.load_official_state_dict(parts["text"])
+    model = VideoCrafter(config, unet=unet.to(device=device, dtype=dtypes["unet"]),
+                         vae=vae.to(device=device, dtype=dtypes["vae"]),
+                         text_encoder=text_encoder.to(device=device, dtype=dtypes["text_encoder"]))
+    return model.eval()
 
 
 def save_checkpoint(model: VideoCrafter, path: str | Path, *, unet_state: dict[str, Tensor] | None = None,

@@ -70,6 +70,11 @@ class UNetConfig:
         if problems:
             raise ValueError("invalid UNetConfig: " + "; ".join(problems))
 
+    @property
+    def downsample_factor(self) -> int:
+        """How much the UNet shrinks its input at the deepest level: 2^(levels - 1)."""
+        return 2 ** (len(self.channel_mult) - 1)
+
     def heads_at(self, channels: int) -> tuple[int, int]:
         """(heads, head_dim) of the attention layers at a level with ``channels`` channels."""
         if self.num_head_channels == -1:
@@ -179,6 +184,25 @@ class ModelConfig:
 
     def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
+
+
+def pixel_multiple(config: ModelConfig) -> int:
+    """Height and width must be multiples of this: the VAE factor times the UNet's 2^(levels - 1)."""
+    return config.vae.downsample_factor * config.unet.downsample_factor
+
+
+def size_problems(config: ModelConfig, height: object, width: object) -> list[str]:
+    """What is wrong with a video size for a model of ``config``, one line per dimension; empty when it fits."""
+    multiple = pixel_multiple(config)
+    problems = []
+    for name, value in (("height", height), ("width", width)):
+        if not isinstance(value, int) or value < multiple or value % multiple:
+            nearest = max(multiple, round(value / multiple) * multiple) if isinstance(value, int) else multiple
+            problems.append(
+                f"{name} {value}: must be a positive multiple of {multiple} for this model (the VAE downsamples "
+                f"by {config.vae.downsample_factor} and the UNet by {config.unet.downsample_factor}); "
+                f"nearest is {nearest}")
+    return problems
 
 
 def _full_unet(**flags) -> UNetConfig:

@@ -17,6 +17,7 @@ import torch
 from .config import PRESET_NAMES, ModelConfig, ScheduleConfig, UNetConfig, preset
 from .diffusion.schedule import DiffusionSchedule
 from .keys import TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX
+from .messages import first_few
 from .model import split_official_state_dict
 from .modules import UNetModel
 from .text import TextEncoder
@@ -40,13 +41,9 @@ class KeyReport:
         return bool(self.missing or self.unexpected or self.mismatched)
 
     def describe(self, limit: int = 8) -> str:
-        lines = []
-        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected),
-                            ("with another shape", self.mismatched)):
-            if keys:
-                more = f", ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
-                lines.append(f"{len(keys)} {label}: " + ", ".join(keys[:limit]) + more)
-        return "; ".join(lines)
+        return "; ".join(f"{len(keys)} {label}: {first_few(keys, limit)}"
+                         for label, keys in (("missing", self.missing), ("unexpected", self.unexpected),
+                                             ("with another shape", self.mismatched)) if keys)
 
 
 def compare_keys(found: dict[str, Tensor], expected: dict[str, Tensor]) -> KeyReport:
@@ -66,9 +63,16 @@ class CheckpointInfo:
     notes: tuple[str, ...] = ()  # what was tolerated or re-derived
 
 
-def check_videocrafter(state: dict[str, Tensor]) -> None:
-    """Raise CheckpointError naming what is missing when ``state`` is not a VideoCrafter model."""
-    parts = split_official_state_dict(state)
+@dataclass(frozen=True)
+class RecognisedCheckpoint:
+    """A state dict split into its networks' weights, and what they were recognised as."""
+
+    parts: dict[str, dict[str, Tensor]]  # "unet", "vae", "text", "top": split_official_state_dict (no prefixes)
+    info: CheckpointInfo
+
+
+def check_videocrafter(parts: dict[str, dict[str, Tensor]]) -> None:
+    """Raise CheckpointError naming what is missing when the parts are not a VideoCrafter model."""
     unet, text, vae = parts["unet"], parts["text"], parts["vae"]
     problems = []
     if not unet:
@@ -92,40 +96,59 @@ def meta_unet_state(config: UNetConfig) -> dict[str, Tensor]:
         return UNetModel(config).state_dict()
 
 
-def recognise(state: dict[str, Tensor], config: ModelConfig | None = None) -> CheckpointInfo:
-    """Family, config and notes of an official-layout state dict (schedule buffers optional).
+def recognise(state: dict[str, Tensor], config: ModelConfig | None = None) -> RecognisedCheckpoint:
+    """The parts of an official-layout state dict (schedule buffers optional) and their family, config, notes.
 
-    ``config`` (e.g. from the metadata of a file vc2 wrote) is verified instead of guessed.
+    ``config`` (e.g. from the metadata of a file vc2 wrote) is verified instead of guessed. The state
+    dict is split once, and each architecture tried is built once on the meta device.
     """
-    check_videocrafter(state)
     parts = split_official_state_dict(state)
+    check_videocrafter(parts)
     if config is None:
         family, config = _match_family(parts["unet"], parts["top"])
     else:
         family = config.name if config.name in PRESET_NAMES else "custom"
-    report = compare_keys(parts["unet"], meta_unet_state(config.unet))
-    if report:
-        raise CheckpointError(f"its UNet does not match the {family} architecture: {report.describe()}")
+        _verify_unet(parts["unet"], config.unet, family)
     config = _component_configs(config, parts)
     notes = tuple(_schedule_notes(parts["top"], config.schedule))
-    return CheckpointInfo(family, config, notes)
+    return RecognisedCheckpoint(parts, CheckpointInfo(family, config, notes))
+
+
+def _verify_unet(unet: dict[str, Tensor], config: UNetConfig, family: str) -> None:
+    report = compare_keys(unet, meta_unet_state(config))
+    if report:
+        raise CheckpointError(f"its UNet does not match the {family} architecture: {report.describe()}")
 
 
 def _match_family(unet: dict[str, Tensor], top: dict[str, Tensor]) -> tuple[str, ModelConfig]:
+    """The released family whose UNet has exactly these keys and shapes, else the inferred custom size."""
+    try:
+        inferred = infer_unet_config(unet)
+    except (KeyError, IndexError, ValueError) as error:
+        inferred, failure = None, error
+    likely = _schedule_family(inferred) if inferred is not None else None
     closest = []
-    for name in RELEASED:
+    for name in sorted(RELEASED, key=lambda name: name != likely):  # the likely family first
+        if inferred is not None and _differs_in_read_shapes(inferred, preset(name).unet):
+            continue
         report = compare_keys(unet, meta_unet_state(preset(name).unet))
         if not report:
             return name, preset(name)
         closest.append((len(report.missing) + len(report.unexpected) + len(report.mismatched), name, report))
-    try:
-        inferred = infer_unet_config(unet)
-    except (KeyError, IndexError, ValueError) as error:
+    if inferred is None:
         _, name, report = min(closest)
-        raise CheckpointError(f"a VideoCrafter layout of unknown size ({error}); against the closest released "
-                              f"model, {name}: {report.describe()}") from None
-    like = preset(_schedule_family(inferred))  # the released model with the same temporal design
+        raise CheckpointError(f"a VideoCrafter layout of unknown size ({failure}); against the closest released "
+                              f"model, {name}: {report.describe()}")
+    _verify_unet(unet, inferred, "custom")
+    like = preset(likely)  # the released model with the same temporal design
     return "custom", like.replace(name="custom", unet=inferred, schedule=schedule_from_buffers(top, like.schedule))
+
+
+def _differs_in_read_shapes(inferred: UNetConfig, released: UNetConfig) -> bool:
+    """True when a released UNet cannot have the file's keys and shapes, without building it: these fields
+    are read off tensors every UNet has (input_blocks.0.0, out.2, the middle block's cross-attention)."""
+    fields = ("in_channels", "model_channels", "out_channels", "context_dim")
+    return any(getattr(inferred, name) != getattr(released, name) for name in fields)
 
 
 def _schedule_family(unet: UNetConfig) -> str:
@@ -153,19 +176,21 @@ def schedule_from_buffers(top: dict[str, Tensor], fallback: ScheduleConfig) -> S
 
 def _component_configs(config: ModelConfig, parts: dict[str, dict[str, Tensor]]) -> ModelConfig:
     """Text encoder and VAE configs: the given ones when the shapes agree, else inferred from the shapes."""
-    text, vae = config.text, config.vae
-    with torch.device("meta"):
-        if compare_keys(parts["text"], TextEncoder(text).official_state_dict()):
-            text = TextEncoder.config_from_official_state_dict(parts["text"])
-            if compare_keys(parts["text"], TextEncoder(text).official_state_dict()):
-                raise CheckpointError("its text encoder (cond_stage_model.*) has an unknown layout: "
-                                      + compare_keys(parts["text"], TextEncoder(text).official_state_dict()).describe())
-        if compare_keys(parts["vae"], VideoVAE(vae).official_state_dict()):
-            vae = VideoVAE.config_from_official_state_dict(parts["vae"])
-            if compare_keys(parts["vae"], VideoVAE(vae).official_state_dict()):
-                raise CheckpointError("its VAE (first_stage_model.*) has an unknown layout: "
-                                      + compare_keys(parts["vae"], VideoVAE(vae).official_state_dict()).describe())
+    text = _component_config(parts["text"], config.text, TextEncoder, "text encoder (cond_stage_model.*)")
+    vae = _component_config(parts["vae"], config.vae, VideoVAE, "VAE (first_stage_model.*)")
     return config.replace(text=text, vae=vae)
+
+
+def _component_config(state: dict[str, Tensor], given, network: type[TextEncoder] | type[VideoVAE], what: str):
+    """``given`` when a meta ``network`` of it has the keys and shapes of ``state``, else the inferred config."""
+    with torch.device("meta"):
+        if not compare_keys(state, network(given).official_state_dict()):
+            return given
+        inferred = network.config_from_official_state_dict(state)
+        report = compare_keys(state, network(inferred).official_state_dict())
+    if report:
+        raise CheckpointError(f"its {what} has an unknown layout: {report.describe()}")
+    return inferred
 
 
 def _schedule_notes(top: dict[str, Tensor], schedule: ScheduleConfig):

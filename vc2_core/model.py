@@ -21,15 +21,20 @@ Tensor = torch.Tensor
 
 
 class VideoCrafter(nn.Module):
-    """The networks as submodules; the schedule is a plain attribute that device or dtype moves leave alone."""
+    """The networks as submodules; the schedule is a plain attribute that device or dtype moves leave alone.
 
-    def __init__(self, config: ModelConfig):
+    Networks given (already built and loaded, see :func:`vc2_core.checkpoint.build_model`) are adopted;
+    the others are built from ``config``.
+    """
+
+    def __init__(self, config: ModelConfig, *, unet: UNetModel | None = None, vae: VideoVAE | None = None,
+                 text_encoder: TextEncoder | None = None):
         super().__init__()
         self.config = config
         self.schedule = DiffusionSchedule(config.schedule)
-        self.unet = UNetModel(config.unet)
-        self.vae = VideoVAE(config.vae, scale_factor=config.scale_factor)
-        self.text_encoder = TextEncoder(config.text)
+        self.unet = UNetModel(config.unet) if unet is None else unet
+        self.vae = VideoVAE(config.vae, scale_factor=config.scale_factor) if vae is None else vae
+        self.text_encoder = TextEncoder(config.text) if text_encoder is None else text_encoder
 
     def official_state_dict(self, unet_state: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """The released checkpoint layout; ``unet_state`` replaces the UNet's own (a gathered FSDP state)."""

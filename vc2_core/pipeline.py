@@ -18,20 +18,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
-from .config import ModelConfig
-from .diffusion import SAMPLERS, ContextWindows, GuidedEps, NoiseFn, SamplerStep, sample, seeded_noise, windowed_eps
-from .diffusion.samplers import plan_sampling, resolve_eta
+from .config import ModelConfig, pixel_multiple, size_problems
+from .diffusion import SAMPLERS, ContextWindows, GuidedEps, NoiseFn, SamplerStep, seeded_noise, windowed_eps
+from .diffusion.registry import SamplingPlan, plan_sampling
 from .diffusion.schedule import DiffusionSchedule
 from .model import VideoCrafter
 from .precision import DTYPES, cast_for_inference
 
-__all__ = ["DTYPES", "GenerationSettings", "cast_for_inference", "generate", "latent_shape", "on_device",
-           "pixel_multiple", "sample_latents"]
+__all__ = ["DTYPES", "GenerationSettings", "ResolvedSettings", "cast_for_inference", "generate", "latent_shape",
+           "on_device", "pixel_multiple", "sample_latents"]
 
 Tensor = torch.Tensor
 
@@ -57,8 +57,9 @@ class GenerationSettings:
     context_loop: bool = False
     decode_chunk_frames: int | None = 1  # VAE frames per decode call (1 as the official inference)
 
-    def resolve(self, config: ModelConfig) -> GenerationSettings:
-        """These settings with the model's defaults filled in, or a ValueError listing every problem."""
+    def resolve(self, config: ModelConfig) -> ResolvedSettings:
+        """These settings with the model's defaults filled in and the sampling plan made, or a ValueError
+        listing every problem. The plan is made once, on the schedule every model of ``config`` has."""
         settings = dataclasses.replace(
             self,
             height=config.height if self.height is None else self.height,
@@ -68,23 +69,25 @@ class GenerationSettings:
             context_overlap=(self.context_overlap if self.context_overlap is not None
                              else (self.context_frames or 0) // 4),
         )
-        problems = settings.problems(config)
+        plan, problems = settings._check(config)
         if problems:
             raise ValueError("invalid generation settings:\n  - " + "\n  - ".join(problems))
-        return dataclasses.replace(settings, eta=resolve_eta(settings.sampler, settings.eta))
+        values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(GenerationSettings)}
+        return ResolvedSettings(**(values | {"eta": plan.eta}), config=config, plan=plan)
+
+    def resolve_for_latents(self, config: ModelConfig, shape: Sequence[int]) -> ResolvedSettings:
+        """Resolved settings for sampling latents of ``shape`` (b, z, t, h, w): frames and size are theirs."""
+        _, _, frames, height, width = shape
+        f = config.vae.downsample_factor  # the pixel size the latents decode to (latent_shape's inverse)
+        return dataclasses.replace(self, frames=frames, height=height * f, width=width * f).resolve(config)
 
     def problems(self, config: ModelConfig) -> list[str]:
         """What is wrong with these (resolved) settings for a model of ``config``; empty when they can run."""
-        problems: list[str] = []
-        multiple = pixel_multiple(config)
-        for name in ("height", "width"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < multiple or value % multiple:
-                nearest = max(multiple, round(value / multiple) * multiple) if isinstance(value, int) else multiple
-                problems.append(
-                    f"{name} {value}: must be a positive multiple of {multiple} for this model (the VAE downsamples "
-                    f"by {config.vae.downsample_factor} and the UNet by {multiple // config.vae.downsample_factor}); "
-                    f"nearest is {nearest}")
+        return self._check(config)[1]
+
+    def _check(self, config: ModelConfig) -> tuple[SamplingPlan | None, list[str]]:
+        """(the sampling plan, or None when it cannot be made; every problem)."""
+        problems = size_problems(config, self.height, self.width)
         if not isinstance(self.frames, int) or self.frames < 1:
             problems.append(f"frames {self.frames}: must be at least 1")
         if not isinstance(self.fps, int) or self.fps < 1:
@@ -97,22 +100,23 @@ class GenerationSettings:
             problems.append(f"guidance rescale {self.guidance_rescale}: must be in [0, 1]")
         if self.decode_chunk_frames is not None and self.decode_chunk_frames < 1:
             problems.append(f"decode chunk {self.decode_chunk_frames}: must be at least 1 frame (or None: all)")
-        problems += self._sampler_problems(config)
+        plan, problem = self._plan(config)
+        problems += [problem] if problem else []
         if not problems:
             problems += self._temporal_problems(config)
-        return problems
+        return plan, problems
 
-    def _sampler_problems(self, config: ModelConfig) -> list[str]:
+    def _plan(self, config: ModelConfig) -> tuple[SamplingPlan | None, str | None]:
+        """The sampling plan, or what stops it (the rules sample() itself applies: eta, spacing, grid)."""
         if self.sampler not in SAMPLERS:
-            return [f"sampler {self.sampler!r}: unknown; choose one of {', '.join(SAMPLERS)}"]
+            return None, f"sampler {self.sampler!r}: unknown; choose one of {', '.join(SAMPLERS)}"
         if not isinstance(self.steps, int) or self.steps < 1:
-            return []  # already named
-        try:  # the rules sample() itself applies: eta, spacing, steps against the grid
-            plan_sampling(self.sampler, DiffusionSchedule(config.schedule), self.steps, self.eta, self.spacing)
+            return None, None  # already named
+        try:
+            return plan_sampling(self.sampler, DiffusionSchedule(config.schedule), self.steps, self.eta,
+                                 self.spacing), None
         except ValueError as error:
-            return [f"{self.sampler} with {self.steps} steps: {error}"]
-        return []
-
+            return None, f"{self.sampler} with {self.steps} steps: {error}"
     def _temporal_problems(self, config: ModelConfig) -> list[str]:
         unet = config.unet
         window = self.frames
@@ -136,15 +140,22 @@ class GenerationSettings:
         return []
 
 
-def pixel_multiple(config: ModelConfig) -> int:
-    """Height and width must be multiples of this: the VAE factor times the UNet's 2^(levels - 1)."""
-    return config.vae.downsample_factor * 2 ** (len(config.unet.channel_mult) - 1)
+@dataclass(frozen=True)
+class ResolvedSettings(GenerationSettings):
+    """Settings checked against a model config, defaults filled, with the sampling plan they run."""
+
+    config: ModelConfig = field(kw_only=True, repr=False, compare=False)  # what they were resolved for
+    plan: SamplingPlan = field(kw_only=True, repr=False, compare=False)  # the sampler, its eta and steps
+
+    def resolve(self, config: ModelConfig) -> ResolvedSettings:
+        """Themselves when already resolved for ``config`` (nothing is checked or planned twice)."""
+        return self if config == self.config else super().resolve(config)
 
 
-def latent_shape(config: ModelConfig, settings: GenerationSettings, batch: int) -> tuple[int, int, int, int, int]:
-    """(b, z, t, h, w) of the latents for resolved settings."""
+def latent_shape(config: ModelConfig, frames: int, height: int, width: int, batch: int) -> tuple[int, ...]:
+    """(b, z, t, h, w) of the latents of ``batch`` videos of ``frames`` frames at height x width pixels."""
     f = config.vae.downsample_factor
-    return batch, config.unet.in_channels, settings.frames, settings.height // f, settings.width // f
+    return batch, config.unet.in_channels, frames, height // f, width // f
 
 
 @contextlib.contextmanager
@@ -161,21 +172,19 @@ def on_device(module: nn.Module, device: torch.device, offload: bool) -> Iterato
                 torch.cuda.empty_cache()
 
 
-def sample_latents(unet: nn.Module, schedule: DiffusionSchedule, context: Tensor, uncond: Tensor | None, x_T: Tensor,
-                   settings: GenerationSettings, noise: NoiseFn, *,
-                   callback: Callable[[SamplerStep], None] | None = None) -> Tensor:
+def sample_latents(unet: nn.Module, context: Tensor, uncond: Tensor | None, x_T: Tensor, settings: ResolvedSettings,
+                   noise: NoiseFn, *, callback: Callable[[SamplerStep], None] | None = None) -> Tensor:
     """Scaled latents (b, z, t, h, w) float32 from x_T (b, z, t, h, w) on the UNet's device.
 
-    ``settings`` are resolved ones; context (b, L, d) and uncond (b, L, d) (None: no guidance) are the
-    text embeddings; ``noise`` draws the samplers' later noise (see :func:`seeded_noise`).
+    ``settings`` are resolved ones (they carry the sampling plan); context (b, L, d) and uncond (b, L, d)
+    (None: no guidance) are the text embeddings; ``noise`` draws the samplers' later noise (see :func:`seeded_noise`).
     """
     eps_fn = GuidedEps(unet, context, uncond, settings.cfg, fps=settings.fps, batched=settings.batched_cfg,
                        rescale=settings.guidance_rescale, dtype=_dtype_of(unet))
     if settings.context_frames is not None:
         eps_fn = windowed_eps(eps_fn, ContextWindows(settings.context_frames, settings.context_overlap,
                                                      settings.context_loop))
-    return sample(settings.sampler, eps_fn, x_T, schedule, settings.steps, eta=settings.eta,
-                  spacing=settings.spacing, noise=noise, callback=callback)
+    return settings.plan.run(eps_fn, x_T, noise=noise, callback=callback)
 
 
 def _dtype_of(module: nn.Module) -> torch.dtype:
@@ -189,7 +198,8 @@ def generate(model: VideoCrafter, prompts: Sequence[str], seeds: Sequence[int], 
     """Videos (b, 3, t, H, W) float32 on the CPU in [-1, 1], one per prompt, item i from seed ``seeds[i]``.
 
     The networks compute in the dtypes they are in (see :func:`cast_for_inference`); ``device`` is
-    where they run. ``callback`` receives every sampler step (progress bars, previews, interrupts).
+    where they run. Settings already resolved for the model's config are used as they are (nothing is
+    checked or planned twice). ``callback`` receives every sampler step (progress bars, previews, interrupts).
     """
     if len(prompts) == 0:
         raise ValueError("no prompts given")
@@ -207,9 +217,10 @@ def generate(model: VideoCrafter, prompts: Sequence[str], seeds: Sequence[int], 
     context, uncond = embeddings[:batch], (embeddings[batch:] if guided else None)
 
     noise = seeded_noise(seeds)
-    x_T = noise(torch.Size(latent_shape(config, settings, batch))).to(device)  # float32
+    x_T = noise(torch.Size(latent_shape(config, settings.frames, settings.height, settings.width, batch)))
+    x_T = x_T.to(device)  # float32
     model.unet.to(device)
-    latents = sample_latents(model.unet, model.schedule, context, uncond, x_T, settings, noise, callback=callback)
+    latents = sample_latents(model.unet, context, uncond, x_T, settings, noise, callback=callback)
 
     with on_device(model.vae, device, offload) as vae:
         videos = vae.decode_video(latents.to(_dtype_of(vae)), chunk_frames=settings.decode_chunk_frames)

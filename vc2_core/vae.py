@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -24,10 +25,11 @@ from diffusers import AutoencoderKL
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
 from .config import VAEConfig
+from .keys import VAE_PREFIX, under_prefix
+from .messages import first_few
 
 Tensor = torch.Tensor
 
-OFFICIAL_PREFIX = "first_stage_model."
 LOGVAR_RANGE = (-30.0, 20.0)  # lvdm.distributions.DiagonalGaussianDistribution
 
 
@@ -93,13 +95,10 @@ def _key_table(config: VAEConfig, block_types: tuple[tuple[str, ...], tuple[str,
     return tuple((key, *sources[index]) for index, key in enumerate(official))
 
 
-def _short(items: list[str], limit: int = 8) -> str:
-    return repr(items[:limit]) + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
-
-
 def _strip_prefix(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    if state_dict and all(k.startswith(OFFICIAL_PREFIX) for k in state_dict):
-        return {k[len(OFFICIAL_PREFIX):]: v for k, v in state_dict.items()}
+    """The state dict without a ``first_stage_model.`` prefix that every key carries."""
+    if state_dict and all(k.startswith(VAE_PREFIX) for k in state_dict):
+        return under_prefix(state_dict, VAE_PREFIX)
     return dict(state_dict)
 
 
@@ -152,7 +151,7 @@ class VideoVAE(nn.Module):
         unexpected = [k for k in state if k not in expected]
         mismatched = [f"{k}: got {list(state[k].shape)}, expected {list(expected[k].shape)}"
                       for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-        problems = [f"{what} {_short(items)}" for what, items in
+        problems = [f"{what} [{first_few([repr(item) for item in items])}]" for what, items in
                     (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if items]
         if problems:
             raise ValueError(f"the VAE state dict does not fit {self.config}: " + "; ".join(problems)
@@ -258,19 +257,29 @@ class VideoVAE(nn.Module):
             parts.append(z.reshape(b, n, *z.shape[1:]).permute(0, 2, 1, 3, 4))
         return torch.cat(parts, dim=2)
 
-    def decode_video(self, z: Tensor, *, chunk_frames: int | None = None) -> Tensor:
+    def decode_video(self, z: Tensor, *, chunk_frames: int | None = None,
+                     before_chunk: Callable[[], None] | None = None) -> Tensor:
         """Scaled latents (b, z, t, h, w) -> (b, out_ch, t, h*f, w*f): ``decode((1/scale_factor) * z)``.
 
         chunk_frames=None decodes all (b t) frames in one batch (``decode_first_stage``); 1 decodes frame by
         frame (``decode_first_stage_2DAE``, the official inference path); k decodes k frames at a time.
+        ``before_chunk`` is called before each chunk (interrupt checks).
         """
         self._check(z, "bcthw", self.config.z_channels, "latents")
+        return self.decode_unscaled_video((1.0 / self.scale_factor) * z, chunk_frames=chunk_frames,
+                                          before_chunk=before_chunk)  # the official multiplication by 1/scale
+
+    def decode_unscaled_video(self, z: Tensor, *, chunk_frames: int | None = None,
+                              before_chunk: Callable[[], None] | None = None) -> Tensor:
+        """Unscaled latents (b, z, t, h, w) (ComfyUI's LATENT) -> (b, out_ch, t, h*f, w*f), as :meth:`decode_video`."""
+        self._check(z, "bcthw", self.config.z_channels, "latents")
         b, channels, t, height, width = z.shape
-        z = (1.0 / self.scale_factor) * z  # the official multiplication by the reciprocal
         parts = []
         for start in self._chunks(t, chunk_frames):
+            if before_chunk is not None:
+                before_chunk()
             clip = z[:, :, start:start + (chunk_frames or t)]
             n = clip.shape[2]
-            x = self.decode(clip.permute(0, 2, 1, 3, 4).reshape(b * n, channels, height, width))
+            x = self.decode(clip.permute(0, 2, 1, 3, 4).reshape(b * n, channels, height, width))  # ((b n), c, H, W)
             parts.append(x.reshape(b, n, *x.shape[1:]).permute(0, 2, 1, 3, 4))
         return torch.cat(parts, dim=2)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image  # Pillow comes with imageio
 
-from .files import publish, temporary_file, temporary_folder
+from .files import temporary_folder, write_atomically
 
 FILE_FORMATS = (".mp4", ".gif", ".webp")
 PNG_META = "video.json"
@@ -86,27 +86,25 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, metadata: dict
     metadata = dict(metadata or {})
     if kind == "png":
         return _write_png_folder(path, frames, fps, metadata)
-    temporary = temporary_file(path, path.suffix)
-    try:
-        if kind == "mp4":
-            if frames.shape[1] % 2 or frames.shape[2] % 2:
-                raise ValueError(f"mp4 (H.264, yuv420p) needs an even height and width; got {frames.shape[1:3]}")
-            tags = [arg for key, value in metadata.items() for arg in ("-metadata", f"{key}={value}")]
-            flags = ["-movflags", "+use_metadata_tags"] if tags else []
-            with imageio.get_writer(temporary, format="FFMPEG", fps=fps, codec="libx264", quality=None,
-                                    ffmpeg_params=["-crf", "17", *tags, *flags], pixelformat="yuv420p",
-                                    macro_block_size=1,
-                                    ffmpeg_log_level="error") as writer:
-                for frame in frames:
-                    writer.append_data(frame)
-        else:
-            iio.imwrite(temporary, frames, extension=path.suffix, duration=frame_duration_ms(kind, fps), loop=0,
-                        **_embedded(kind, metadata))
-        publish(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    if kind == "mp4" and (frames.shape[1] % 2 or frames.shape[2] % 2):
+        raise ValueError(f"mp4 (H.264, yuv420p) needs an even height and width; got {frames.shape[1:3]}")
+    return write_atomically(path, lambda temporary: _write_file(temporary, kind, frames, fps, metadata),
+                            suffix=path.suffix)
+
+
+def _write_file(temporary: str, kind: str, frames: np.ndarray, fps: float, metadata: dict[str, str]) -> None:
+    """mp4 (H.264, crf 17), gif or webp at ``temporary`` (its suffix tells imageio the format)."""
+    if kind == "mp4":
+        tags = [arg for key, value in metadata.items() for arg in ("-metadata", f"{key}={value}")]
+        flags = ["-movflags", "+use_metadata_tags"] if tags else []
+        with imageio.get_writer(temporary, format="FFMPEG", fps=fps, codec="libx264", quality=None,
+                                ffmpeg_params=["-crf", "17", *tags, *flags], pixelformat="yuv420p",
+                                macro_block_size=1, ffmpeg_log_level="error") as writer:
+            for frame in frames:
+                writer.append_data(frame)
+    else:
+        iio.imwrite(temporary, frames, extension=Path(temporary).suffix, duration=frame_duration_ms(kind, fps),
+                    loop=0, **_embedded(kind, metadata))
 
 
 EXIF_PROMPT, EXIF_WORKFLOW, EXIF_DESCRIPTION = 0x0110, 0x010F, 0x010E  # the tags ComfyUI's webp writer uses

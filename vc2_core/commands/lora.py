@@ -54,8 +54,7 @@ def check_merge_paths(ckpt: Path, lora: Path, out: Path) -> None:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from ..checkpoint import build_model, inspect_checkpoint, save_checkpoint
-    from ..keys import UNET_PREFIX, under_prefix
+    from ..checkpoint import build_model, open_checkpoint, save_checkpoint
     from ..training.lora import merge_lora_state, read_lora
 
     started = time.perf_counter()
@@ -64,14 +63,15 @@ def run_merge(args: argparse.Namespace) -> int:
     groups = ", ".join(g.value for g in lora.groups)
     print(f"LoRA {args.lora}: {lora.family}, {len(lora.layers())} layers ({lora.targets} of {groups}), "
           f"rank {lora.rank}, alpha {lora.alpha:g}", flush=True)
-    state, info = inspect_checkpoint(args.ckpt)
+    checkpoint = open_checkpoint(args.ckpt)
+    info = checkpoint.info
     if lora.family not in (info.family, info.config.name):
         raise UsageError(f"the LoRA was trained on a {lora.family} model, but {args.ckpt} is {info.family}")
-    unet_state = under_prefix(state, UNET_PREFIX)
+    unet_state = checkpoint.parts["unet"]
     merged = merge_lora_state(unet_state, lora, scale=args.scale)
     dtype = next(value.dtype for value in unet_state.values() if value.is_floating_point())
-    model = build_model(state, info, dtype=dtype)  # the base's precision is kept
-    del state, unet_state
+    model = build_model(checkpoint, dtype=dtype)  # the base's precision is kept
+    del checkpoint, unet_state
     save_checkpoint(model, args.out, unet_state={key: value.to(dtype) if value.is_floating_point() else value
                                                    for key, value in merged.items()})
     size = args.out.stat().st_size / 2**20

@@ -160,8 +160,8 @@ def peak_memory(device: torch.device) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..checkpoint import build_model, inspect_checkpoint
-    from ..pipeline import GenerationSettings, cast_for_inference, generate
+    from ..checkpoint import build_model, open_checkpoint
+    from ..pipeline import GenerationSettings, generate
     from ..video_io import to_frames, write_video
 
     started = time.perf_counter()
@@ -177,14 +177,14 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cpu" and args.dtype != "fp32":
         print(f"note: {args.dtype} on a CPU without native half-precision instructions is about 20x slower than fp32 "
               "(docs/benchmarks.md); it saves memory only", file=sys.stderr)
-    state, info = inspect_checkpoint(args.ckpt)  # missing file or not a VideoCrafter checkpoint: a clear error
-    settings = settings.resolve(info.config)  # every problem at once, before the networks are built
+    checkpoint = open_checkpoint(args.ckpt)  # missing file or not a VideoCrafter checkpoint: a clear error
+    info = checkpoint.info
+    settings = settings.resolve(info.config)  # every problem at once, before the networks; the plan, made once
     print(f"{info.family}: {len(prompts)} prompt(s), {settings.frames} frames at {settings.height}x{settings.width}, "
           f"{settings.sampler} {settings.steps} steps (eta {settings.eta}), cfg {settings.cfg}, fps {settings.fps}, "
           f"{args.dtype} on {device}", flush=True)
-    dtype = DTYPES[args.dtype]
-    model = cast_for_inference(build_model(state, info, device="cpu", dtype=dtype), dtype)
-    del state
+    model = build_model(checkpoint, device="cpu", dtype=DTYPES[args.dtype], for_inference=True)
+    del checkpoint  # the file's tensors the model did not adopt (cast or converted ones) can go
     if args.attention is not None:
         model.unet.set_attention_backend(args.attention)
     if device.type == "cuda":

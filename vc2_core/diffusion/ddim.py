@@ -1,11 +1,11 @@
-"""The official DDIM sampler of VideoCrafter, as a small function over an eps predictor.
+"""The official DDIM sampler of VideoCrafter, as a small function over a denoiser.
 
 Notation (paper -> code): alpha_bar_t -> ``alphas``, alpha_bar_{t-1} -> ``alphas_prev``,
 sigma_t(eta) -> ``sigmas`` (DDIM eq. 16), s_t (VideoCrafter2 latent scale) -> ``scales``.
 
 One step at timestep t (index i counts down from S-1 to 0), all in float32:
 
-    x0_hat  = (x - sqrt(1 - a_t) eps) / sqrt(a_t) / s_t            # un-scaled start estimate
+    x0_hat  = (x - sqrt(1 - a_t) eps) / sqrt(a_t) / s_t            # un-scaled start estimate (the Denoiser)
     x_prev  = sqrt(a_prev) * s_prev * x0_hat + sqrt(1 - a_prev - sigma_t^2) eps + sigma_t z
 
 As released: the timesteps are ``arange(0, T, T // S) + 1`` (so S that does not divide T gives
@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .denoiser import Denoiser, NoiseLevel
 from .noise import NoiseFn
 from .schedule import DiffusionSchedule
-from .steps import EpsFn, SamplerStep
+from .steps import SamplerStep
 
 Tensor = torch.Tensor
 
@@ -62,6 +63,12 @@ class DDIMSchedule:
     def __len__(self) -> int:
         return self.timesteps.shape[0]
 
+    def level(self, index: int, device: torch.device) -> NoiseLevel:
+        """The noise level of step ``index`` (ascending order), in float32 as the official sampler computes."""
+        return NoiseLevel(int(self.timesteps[index]), signal=_float32(self.alphas[index], device).sqrt(),
+                          scale=_float32(self.scales[index], device),
+                          std=_float32(self.sqrt_one_minus_alphas[index], device))
+
 
 def make_ddim_schedule(schedule: DiffusionSchedule, num_steps: int, eta: float,
                        discretize: str = "uniform") -> DDIMSchedule:
@@ -85,7 +92,7 @@ def make_ddim_schedule(schedule: DiffusionSchedule, num_steps: int, eta: float,
     )
 
 
-def ddim_sample(eps_fn: EpsFn, x_T: Tensor, ddim: DDIMSchedule, *, noise: NoiseFn | None = None,
+def ddim_sample(denoiser: Denoiser, x_T: Tensor, ddim: DDIMSchedule, *, noise: NoiseFn | None = None,
                 callback: Callable[[SamplerStep], None] | None = None) -> Tensor:
     """Run DDIM from x_T (b, ...) down to the final latent.
 
@@ -95,23 +102,19 @@ def ddim_sample(eps_fn: EpsFn, x_T: Tensor, ddim: DDIMSchedule, *, noise: NoiseF
     if stochastic and noise is None:
         raise ValueError("DDIM with eta > 0 needs a noise source (e.g. seeded_noise(seeds))")
     x = x_T
-    batch = x.shape[0]
-    f32 = dict(dtype=torch.float32, device=x.device)
     for step, index in enumerate(reversed(range(len(ddim)))):
-        timestep = int(ddim.timesteps[index])
-        eps = eps_fn(x, torch.full((batch,), timestep, dtype=torch.long, device=x.device))
-        a_t = torch.tensor(ddim.alphas[index].item(), **f32)
-        a_prev = torch.tensor(ddim.alphas_prev[index].item(), **f32)
-        sigma = torch.tensor(ddim.sigmas[index].item(), **f32)
-        sqrt_one_minus_a = torch.tensor(ddim.sqrt_one_minus_alphas[index].item(), **f32)
-        scale = torch.tensor(ddim.scales[index].item(), **f32)
-        scale_prev = torch.tensor(ddim.scales_prev[index].item(), **f32)
-
-        pred_x0 = (x - sqrt_one_minus_a * eps) / a_t.sqrt() / scale
-        direction = (1.0 - a_prev - sigma**2).sqrt() * eps
-        x = a_prev.sqrt() * scale_prev * pred_x0 + direction
+        eps, pred_x0 = denoiser(x, ddim.level(index, x.device))
+        a_prev, sigma = _float32(ddim.alphas_prev[index], x.device), _float32(ddim.sigmas[index], x.device)
+        previous = NoiseLevel(int(ddim.timesteps[index - 1]) if index else 0, signal=a_prev.sqrt(),
+                              scale=_float32(ddim.scales_prev[index], x.device), std=(1.0 - a_prev).sqrt())
+        x = previous.scaled(pred_x0) + (1.0 - a_prev - sigma**2).sqrt() * eps  # scaled start + direction
         if stochastic:
             x = x + sigma * noise(x.shape).to(x.device, x.dtype)
         if callback is not None:
-            callback(SamplerStep(step, len(ddim), timestep, x, pred_x0))
+            callback(SamplerStep(step, len(ddim), int(ddim.timesteps[index]), x, pred_x0))
     return x
+
+
+def _float32(value: Tensor, device: torch.device) -> Tensor:
+    """One per-step value as the official sampler uses it: a float32 scalar tensor on x's device."""
+    return torch.tensor(value.item(), dtype=torch.float32, device=device)

@@ -7,7 +7,7 @@ import re
 import torch
 
 from vc2_core.config import ScheduleConfig, UNetConfig, VAEConfig
-from vc2_core.diffusion import DiffusionSchedule, GuidedEps, ddim_sample, make_ddim_schedule, replayed_noise
+from vc2_core.diffusion import Denoiser, DiffusionSchedule, GuidedEps, ddim_sample, make_ddim_schedule, replayed_noise
 from vc2_core.modules import UNetModel
 from vc2_core.vae import VideoVAE
 
@@ -75,7 +75,7 @@ def produce(case) -> dict[str, torch.Tensor]:
         eps_fn = GuidedEps(unet_recorded, inputs["c_emb"], inputs["uc_emb"], guidance, fps=fps, batched=False)
         xs, pred_x0s = [x_T], [x_T]
         recorded = inputs.get(f"eta{eta_text}.noise")
-        samples = ddim_sample(eps_fn, x_T, ddim, noise=None if recorded is None else replayed_noise(recorded),
+        samples = ddim_sample(Denoiser(eps_fn), x_T, ddim, noise=None if recorded is None else replayed_noise(recorded),
                               callback=lambda s: (xs.append(s.x), pred_x0s.append(s.pred_x0)))
         prefix = f"eta{eta_text}."
         out[prefix + "samples"] = samples
