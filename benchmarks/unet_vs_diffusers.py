@@ -72,7 +72,7 @@ from common import machine, mid_config, time_call, write_result
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from vc2_core.attention import backend_names
+from vc2_core.attention import attention_backend, backend_names
 from vc2_core.config import UNetConfig, preset
 from vc2_core.modules import UNetModel
 from vc2_core.random_weights import randomize_zero_initialized
@@ -234,8 +234,9 @@ def main() -> None:
         out_ours.shape, out_theirs.shape)
     del out_ours, out_theirs
 
-    ours.set_attention_backend(args.backends[0])
-    flops_ours, flops_theirs = count_flops(run_ours), count_flops(run_theirs)
+    with attention_backend(args.backends[0]):
+        flops_ours = count_flops(run_ours)
+    flops_theirs = count_flops(run_theirs)
     print(f"FLOPs per forward: ours {flops_ours / 1e9:.2f} G  diffusers {flops_theirs / 1e9:.2f} G  "
           f"(ours - diffusers = {(flops_ours - flops_theirs) / 1e9:+.3f} G, {flops_ours / flops_theirs - 1:+.2%})")
 
@@ -251,9 +252,14 @@ def main() -> None:
     def call(name: str):
         backend = contenders[name]
         run = run_theirs if backend is None else run_ours
-        if backend is not None:
-            ours.set_attention_backend(backend)
-        return training_step(run) if args.mode == "train" else run
+        step = training_step(run) if args.mode == "train" else run
+        if backend is None:
+            return step
+
+        def with_backend():  # backward passes included
+            with attention_backend(backend):
+                return step()
+        return with_backend
 
     if args.mode == "train":
         ours.train()

@@ -16,7 +16,6 @@ import torch
 import torch.nn as nn
 
 from ..config import UNetConfig
-from .attention_layers import CrossAttention
 from .embeddings import timestep_embedding
 from .layers import GroupNorm32, zero_module
 from .resblocks import Downsample, ResBlock, Upsample
@@ -194,12 +193,6 @@ class UNetModel(nn.Module):
                 module.use_checkpoint = enabled
             elif isinstance(module, BasicTransformerBlock):
                 module.checkpoint = enabled
-
-    def set_attention_backend(self, name: str) -> None:
-        """Use attention backend ``name`` (see ``vc2_core.attention.backend_names()``) in every layer."""
-        for module in self.modules():
-            if isinstance(module, CrossAttention):
-                module.set_backend(name)
 
 
 def _per_sample(value: Tensor | int | float, batch: int, device: torch.device) -> Tensor:
