@@ -28,6 +28,7 @@ import torch.nn as nn
 from common import machine, write_result
 from unet_vs_diffusers import diffusers_unet3d_config
 
+from vc2_core.attention import attention_backend
 from vc2_core.config import preset
 from vc2_core.model import VideoCrafter
 from vc2_core.pipeline import GenerationSettings, generate
@@ -99,9 +100,9 @@ def main() -> None:
             model.unet.to(dtype=dtype)
         else:
             model.unet = ours
-            ours.set_attention_backend(variant.removeprefix("ours-"))
-        timed_sample(model, settings, device)  # warm-up: kernels compiled, allocator warm
-        runs = [timed_sample(model, settings, device) for _ in range(args.repeats)]
+        with attention_backend(variant.removeprefix("ours-") if variant.startswith("ours-") else None):
+            timed_sample(model, settings, device)  # warm-up: kernels compiled, allocator warm
+            runs = [timed_sample(model, settings, device) for _ in range(args.repeats)]
         summary = {key: statistics.median(run[key] for run in runs) for key in runs[0] if key != "finite"}
         summary["all_finite"] = all(run["finite"] for run in runs)
         summary["runs"] = runs

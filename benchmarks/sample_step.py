@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from common import PeakRSS, machine, mid_config, resident_bytes, write_result
 
+from vc2_core.attention import attention_backend
 from vc2_core.config import preset
 from vc2_core.diffusion import DiffusionSchedule, GuidedEps, sample, seeded_noise
 from vc2_core.modules import UNetModel
@@ -40,7 +41,6 @@ def child(args: argparse.Namespace) -> dict:
     unet = UNetModel(config).eval()
     randomize_zero_initialized(unet, torch.Generator().manual_seed(1))
     unet.to(device, dtype)
-    unet.set_attention_backend(args.backend)
     schedule = DiffusionSchedule(preset("vc2-512").schedule)
     g = torch.Generator().manual_seed(2)
     context = torch.randn(1, 77, config.context_dim, generator=g).to(device, dtype)
@@ -59,7 +59,7 @@ def child(args: argparse.Namespace) -> dict:
     before = resident_bytes()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    with PeakRSS() as rss, torch.no_grad():
+    with PeakRSS() as rss, torch.no_grad(), attention_backend(args.backend):
         start = time.perf_counter()
         sample("ddim", eps_fn, x_T, schedule, args.steps, eta=1.0, noise=noise, callback=on_step)
     step_times = [b - a for a, b in zip([start, *stamps[:-1]], stamps, strict=True)][1:]  # first step: warm-up

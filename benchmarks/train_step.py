@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from common import PeakRSS, machine, mid_config, resident_bytes, write_result
 
+from vc2_core.attention import attention_backend
 from vc2_core.config import preset
 from vc2_core.diffusion import DiffusionSchedule
 from vc2_core.modules import UNetModel
@@ -42,7 +43,6 @@ def child(args: argparse.Namespace) -> dict:
     unet = UNetModel(config)
     randomize_zero_initialized(unet, torch.Generator().manual_seed(1))
     unet.to(device).train()
-    unet.set_attention_backend(args.backend)
     trainable = [p for _, p in apply_stage(unet, get_stage(args.stage))]
     optimizer = torch.optim.AdamW(trainable, lr=1e-5)
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
@@ -69,7 +69,7 @@ def child(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
-    with PeakRSS() as rss:
+    with PeakRSS() as rss, attention_backend(args.backend):
         for _ in range(args.steps):
             start = time.perf_counter()
             step()

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from common import machine, mid_config, time_call, write_result
 
-from vc2_core.attention import backend_names
+from vc2_core.attention import attention_backend, backend_names
 from vc2_core.config import preset
 from vc2_core.modules import UNetModel
 from vc2_core.random_weights import randomize_zero_initialized
@@ -53,8 +53,7 @@ def main() -> None:
 
     results = {}
     for backend in args.backends:
-        unet.set_attention_backend(backend)
-        with torch.no_grad():
+        with torch.no_grad(), attention_backend(backend):
             timing = time_call(lambda: unet(x, t, context, fps), warmup=args.warmup, repeats=args.repeats,
                                device=args.device)
         results[backend] = timing

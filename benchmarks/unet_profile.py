@@ -18,6 +18,7 @@ import torch
 from common import machine, mid_config, write_result
 from torch.profiler import ProfilerActivity, profile
 
+from vc2_core.attention import attention_backend
 from vc2_core.config import preset
 from vc2_core.modules import UNetModel
 from vc2_core.random_weights import randomize_zero_initialized
@@ -42,13 +43,13 @@ def main() -> None:
     with torch.device(device):
         unet = UNetModel(config).eval()
     randomize_zero_initialized(unet, torch.Generator().manual_seed(1))
-    unet.to(dtype=dtype).set_attention_backend(args.attention)
+    unet.to(dtype=dtype)
     g = torch.Generator().manual_seed(2)
     x = torch.randn(args.batch, config.in_channels, args.frames, args.height, args.width, generator=g).to(device, dtype)
     context = torch.randn(args.batch, 77, config.context_dim, generator=g).to(device, dtype)
     t = torch.full((args.batch,), 500, device=device)
     on_cuda = device.type == "cuda"
-    with torch.no_grad():
+    with torch.no_grad(), attention_backend(args.attention):
         for _ in range(3):
             unet(x, t, context, 28)
         if on_cuda:

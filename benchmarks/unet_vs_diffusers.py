@@ -72,7 +72,7 @@ from common import machine, mid_config, time_call, write_result
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from vc2_core.attention import backend_names
+from vc2_core.attention import attention_backend, backend_names
 from vc2_core.config import UNetConfig, preset
 from vc2_core.modules import UNetModel
 from vc2_core.random_weights import randomize_zero_initialized
@@ -163,7 +163,7 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="mid", help="'mid' (default) or a preset name (vc2-512, ...)")
     parser.add_argument("--device", default="cpu")
@@ -181,19 +181,12 @@ def main() -> None:
                         help="forward: eval + no_grad; train: train mode, forward + loss + backward (gradients "
                              "of every parameter, freed after each call; the optimizer step is the same for both)")
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return parser.parse_args()
 
+
+def build_unets(config, diffusers_config: dict, device: str, dtype: torch.dtype):
+    """Ours and diffusers' UNet3DConditionModel with the same seeds (random non-zero weights), heads checked."""
     from diffusers import UNet3DConditionModel
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.set_verbosity_error()  # .to(dtype) warns about from_pretrained even in float32
-
-    config = mid_config() if args.preset == "mid" else preset(args.preset).unet
-    config = dataclasses.replace(config, use_checkpoint=False)
-    diffusers_config = diffusers_unet3d_config(config)
-    dtype = getattr(torch, args.dtype)
 
     torch.manual_seed(0)
     ours = UNetModel(config).eval()
@@ -201,11 +194,23 @@ def main() -> None:
     torch.manual_seed(0)
     theirs = UNet3DConditionModel(**diffusers_config).eval()
     randomize_zero_parameters(theirs, torch.Generator().manual_seed(1))
-    ours.to(args.device, dtype)
-    theirs.to(args.device, dtype)
-    processors = sorted({type(p).__name__ for p in theirs.attn_processors.values()})
+    ours.to(device, dtype)
+    theirs.to(device, dtype)
     check_heads(ours, theirs, config)
+    return ours, theirs
 
+
+def make_inputs(config, args: argparse.Namespace, dtype: torch.dtype):
+    """Latents (b, c, t, h, w), timesteps (b,), text context (b, tokens, d) and fps (b,)."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(args.batch, config.in_channels, args.frames, args.height, args.width, generator=g)
+    context = torch.randn(args.batch, TEXT_TOKENS, config.context_dim, generator=g)
+    t = torch.full((args.batch,), 500, device=args.device)
+    fps = torch.full((args.batch,), 28, device=args.device)
+    return x.to(args.device, dtype), t, context.to(args.device, dtype), fps
+
+
+def compare_parameters(ours: torch.nn.Module, theirs: torch.nn.Module) -> dict:
     params_ours = sum(p.numel() for p in ours.parameters())
     params_theirs = sum(p.numel() for p in theirs.parameters())
     shapes_ours, shapes_theirs = shape_multiset(ours), shape_multiset(theirs)
@@ -214,13 +219,90 @@ def main() -> None:
     print(f"parameters: ours {params_ours:,}  diffusers {params_theirs:,}  "
           f"(ours - diffusers = {params_ours - params_theirs:+,}, {params_ours / params_theirs - 1:+.2%})")
     print(f"  parameter shapes only in ours: {only_ours}; only in diffusers: {only_theirs}")
+    return {"ours": params_ours, "diffusers": params_theirs, "ours_minus_diffusers": params_ours - params_theirs,
+            "shapes_only_in_ours": [list(s) for s in only_ours],
+            "shapes_only_in_diffusers": [list(s) for s in only_theirs]}
 
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(args.batch, config.in_channels, args.frames, args.height, args.width, generator=g)
-    context = torch.randn(args.batch, TEXT_TOKENS, config.context_dim, generator=g)
-    x, context = x.to(args.device, dtype), context.to(args.device, dtype)
-    t = torch.full((args.batch,), 500, device=args.device)
-    fps = torch.full((args.batch,), 28, device=args.device)
+
+def time_contenders(args: argparse.Namespace, modules: tuple[torch.nn.Module, torch.nn.Module], run_ours,
+                    run_theirs) -> dict[str, list[float]]:
+    """{contender: seconds per call}: ours under each backend and diffusers, interleaved one call per round."""
+    contenders = {f"ours_{backend}": backend for backend in args.backends} | {"diffusers": None}
+
+    def training_step(run):
+        def step():
+            run().float().square().mean().backward()
+            for module in modules:
+                module.zero_grad(set_to_none=True)
+        return step
+
+    def call(name: str):
+        backend = contenders[name]
+        run = run_theirs if backend is None else run_ours
+        step = training_step(run) if args.mode == "train" else run
+        if backend is None:
+            return step
+
+        def with_backend():  # backward passes included
+            with attention_backend(backend):
+                return step()
+        return with_backend
+
+    if args.mode == "train":
+        for module in modules:
+            module.train()
+    samples = {name: [] for name in contenders}
+    with torch.no_grad() if args.mode == "forward" else contextlib.nullcontext():
+        for _ in range(args.warmup):
+            for name in contenders:
+                time_call(call(name), warmup=0, repeats=1, device=args.device)
+        for _ in range(args.repeats):  # interleaved: one call of each per round
+            for name in contenders:
+                samples[name] += time_call(call(name), warmup=0, repeats=1, device=args.device)["samples_s"]
+    return samples
+
+
+def summarise(samples: dict[str, list[float]], processors: list[str]) -> tuple[dict, dict, dict]:
+    """Timings per contender, ours/diffusers ratios of medians, and medians of the per-round ratios (printed)."""
+    timings = {}
+    for name, values in samples.items():
+        timings[name] = {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values),
+                         "repeats": len(values), "samples_s": values}
+    base = timings["diffusers"]["median_s"]
+    ours = [name for name in samples if name != "diffusers"]
+    ratios = {f"{name}/diffusers": timings[name]["median_s"] / base for name in ours}
+    # per-round ratios of the interleaved pairs: robust to load that drifts during the run
+    paired = {f"{name}/diffusers": statistics.median(a / b for a, b in zip(samples[name], samples["diffusers"],
+                                                                              strict=True))
+              for name in ours}
+    for name, timing in timings.items():
+        ratio = ratios.get(f"{name}/diffusers")
+        print(f"{name:>14}: median {timing['median_s'] * 1e3:8.1f} ms  (min {timing['min_s'] * 1e3:.1f}, "
+              f"max {timing['max_s'] * 1e3:.1f}, n={timing['repeats']})"
+              + (f"  ours/diffusers {ratio:.3f} (median of per-round ratios {paired[name + '/diffusers']:.3f})"
+                 if ratio is not None else f"  [{', '.join(processors)}]"))
+    return timings, ratios, paired
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import diffusers
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()  # .to(dtype) warns about from_pretrained even in float32
+
+    config = mid_config() if args.preset == "mid" else preset(args.preset).unet
+    config = dataclasses.replace(config, use_checkpoint=False)
+    diffusers_config = diffusers_unet3d_config(config)
+    dtype = getattr(torch, args.dtype)
+    ours, theirs = build_unets(config, diffusers_config, args.device, dtype)
+    processors = sorted({type(p).__name__ for p in theirs.attn_processors.values()})
+    params = compare_parameters(ours, theirs)
+
+    x, t, context, fps = make_inputs(config, args, dtype)
 
     def run_ours():
         return ours(x, t, context, fps)
@@ -234,60 +316,16 @@ def main() -> None:
         out_ours.shape, out_theirs.shape)
     del out_ours, out_theirs
 
-    ours.set_attention_backend(args.backends[0])
-    flops_ours, flops_theirs = count_flops(run_ours), count_flops(run_theirs)
+    with attention_backend(args.backends[0]):
+        flops_ours = count_flops(run_ours)
+    flops_theirs = count_flops(run_theirs)
     print(f"FLOPs per forward: ours {flops_ours / 1e9:.2f} G  diffusers {flops_theirs / 1e9:.2f} G  "
           f"(ours - diffusers = {(flops_ours - flops_theirs) / 1e9:+.3f} G, {flops_ours / flops_theirs - 1:+.2%})")
 
-    contenders = {f"ours_{backend}": backend for backend in args.backends} | {"diffusers": None}
-
-    def training_step(run):
-        def step():
-            run().float().square().mean().backward()
-            for module in (ours, theirs):
-                module.zero_grad(set_to_none=True)
-        return step
-
-    def call(name: str):
-        backend = contenders[name]
-        run = run_theirs if backend is None else run_ours
-        if backend is not None:
-            ours.set_attention_backend(backend)
-        return training_step(run) if args.mode == "train" else run
-
-    if args.mode == "train":
-        ours.train()
-        theirs.train()
-    samples = {name: [] for name in contenders}
-    with torch.no_grad() if args.mode == "forward" else contextlib.nullcontext():
-        for _ in range(args.warmup):
-            for name in contenders:
-                time_call(call(name), warmup=0, repeats=1, device=args.device)
-        for _ in range(args.repeats):  # interleaved: one call of each per round
-            for name in contenders:
-                samples[name] += time_call(call(name), warmup=0, repeats=1, device=args.device)["samples_s"]
-
-    timings = {}
-    for name, values in samples.items():
-        timings[name] = {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values),
-                         "repeats": len(values), "samples_s": values}
-    base = timings["diffusers"]["median_s"]
-    ratios = {f"{name}/diffusers": timings[name]["median_s"] / base for name in contenders if name != "diffusers"}
-    # per-round ratios of the interleaved pairs: robust to load that drifts during the run
-    paired = {f"{name}/diffusers": statistics.median(a / b for a, b in zip(samples[name], samples["diffusers"],
-                                                                              strict=True))
-              for name in contenders if name != "diffusers"}
-    for name, timing in timings.items():
-        ratio = ratios.get(f"{name}/diffusers")
-        print(f"{name:>14}: median {timing['median_s'] * 1e3:8.1f} ms  (min {timing['min_s'] * 1e3:.1f}, "
-              f"max {timing['max_s'] * 1e3:.1f}, n={timing['repeats']})"
-              + (f"  ours/diffusers {ratio:.3f} (median of per-round ratios {paired[name + '/diffusers']:.3f})"
-                 if ratio is not None else f"  [{', '.join(processors)}]"))
+    timings, ratios, paired = summarise(time_contenders(args, (ours, theirs), run_ours, run_theirs), processors)
 
     suffix = "" if args.mode == "forward" else "_train"
     out = args.out or Path(__file__).parent / "results" / f"unet_vs_diffusers_{args.device.split(':')[0]}{suffix}.json"
-    import diffusers
-
     write_result(out, {
         "benchmark": "unet_vs_diffusers",
         "machine": machine() | {"diffusers": diffusers.__version__},
@@ -297,9 +335,7 @@ def main() -> None:
         "input": {"batch": args.batch, "frames": args.frames, "latent_height": args.height,
                   "latent_width": args.width, "text_tokens": TEXT_TOKENS, "dtype": args.dtype,
                   "device": args.device, "mode": args.mode},
-        "params": {"ours": params_ours, "diffusers": params_theirs, "ours_minus_diffusers": params_ours - params_theirs,
-                   "shapes_only_in_ours": [list(s) for s in only_ours],
-                   "shapes_only_in_diffusers": [list(s) for s in only_theirs]},
+        "params": params,
         "flops": {"ours": flops_ours, "diffusers": flops_theirs, "ours_minus_diffusers": flops_ours - flops_theirs,
                   "counted_with": "FlopCounterMode, SDPA math kernel, our backend " + args.backends[0]},
         "timings": timings,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ..vc2_core.attention import attention_backend
 from ..vc2_core.checkpoint import write_checkpoint
 from ..vc2_core.model import official_state_dict
 from ..vc2_core.modules import UNetModel
@@ -135,9 +136,6 @@ def trainable_copy(model: VideoModel) -> UNetModel:
         with torch.device("meta"):
             unet = UNetModel(model.config.unet)
         unet.load_state_dict(state, strict=True, assign=True)
-    backends = {layer.backend for layer in source.modules() if hasattr(layer, "backend")}
-    if len(backends) == 1:
-        unet.set_attention_backend(backends.pop())
     return unet
 
 
@@ -222,7 +220,8 @@ class VC2SpatialFineTune:
         folder = comfy.first_folder(comfy.LORA_FOLDER if stage.lora else comfy.MODEL_FOLDER)
         target = unique_path(folder, save_name, ".safetensors") if save_name.strip() else None
 
-        with torch.inference_mode(False):  # ComfyUI runs nodes under inference mode; autograd needs it off
+        # ComfyUI runs nodes under inference mode; autograd needs it off
+        with torch.inference_mode(False), attention_backend(model.attention):
             encoded, uncond = encode_items(items, clip, vae, fps=model.config.fps)
             unet = trainable_copy(model)
             comfy.unload_all()  # only the training copy on the accelerator from here on
@@ -243,7 +242,7 @@ class VC2SpatialFineTune:
         else:
             dtype = next(model.patcher.model.parameters()).dtype
             result = VideoModel(comfy.patcher(unet.to(dtype), "unet"), model.config, model.schedule,
-                                f"{model.name} + {label}")
+                                f"{model.name} + {label}", model.attention)
         comfy.free_cache()
         return (result, {"loss": losses})
 

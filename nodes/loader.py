@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..vc2_core.attention import backend_names, default_backend
+from ..vc2_core.attention import backend_names, check_backend_name, default_backend
 from ..vc2_core.checkpoint import load_checkpoint
 from ..vc2_core.detect import CheckpointError
 from ..vc2_core.precision import DTYPES
@@ -39,13 +39,13 @@ class VC2CheckpointLoader:
         }}
 
     def load(self, ckpt_name: str, dtype: str, attention: str):
+        check_backend_name(attention)
         path = comfy.full_path(comfy.MODEL_FOLDER, ckpt_name)
         try:
             model, info = load_checkpoint(path, dtype=DTYPES[dtype], for_inference=True)
         except CheckpointError as error:
             raise ValueError(f"{ckpt_name} is not a VideoCrafter checkpoint this pack can load: {error}") from None
-        model.unet.set_attention_backend(attention)
         config = model.config
-        return (VideoModel(comfy.patcher(model.unet, "unet"), config, model.schedule, ckpt_name),
+        return (VideoModel(comfy.patcher(model.unet, "unet"), config, model.schedule, ckpt_name, attention),
                 TextEncoderModel(comfy.patcher(model.text_encoder, "text_encoder"), config),
                 VAEModel(comfy.patcher(model.vae, "vae"), config))

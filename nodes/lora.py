@@ -17,7 +17,7 @@ def patched(model: VideoModel, deltas: dict, strength: float, label: str) -> Vid
                          f"e.g. {wrong[0]}")
     patcher = model.patcher.clone()
     patcher.add_patches({key: (delta,) for key, delta in deltas.items()}, strength)
-    return VideoModel(patcher, model.config, model.schedule, f"{model.name} + {label}")
+    return VideoModel(patcher, model.config, model.schedule, f"{model.name} + {label}", model.attention)
 
 
 class VC2LoraLoader:

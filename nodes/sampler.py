@@ -6,6 +6,7 @@ import dataclasses
 
 import torch
 
+from ..vc2_core.attention import attention_backend
 from ..vc2_core.diffusion import SAMPLERS, SamplerStep, seeded_noise
 from ..vc2_core.pipeline import GenerationSettings, sample_latents
 from . import comfy
@@ -123,7 +124,7 @@ class VC2Sampler:
             progress.update_absolute(step.step + 1, step.total, image)
 
         comfy.check_interrupt()
-        with torch.no_grad():
+        with torch.no_grad(), attention_backend(model.attention):
             z = sample_latents(unet, context.to(device, dtype), uncond.to(device, dtype), x_T, settings, noise,
                                callback=on_step)
         raw = (1.0 / config.scale_factor) * z  # ComfyUI keeps LATENTs unscaled (as the VAE gives them)

@@ -28,6 +28,7 @@ class VideoModel:
     config: ModelConfig
     schedule: DiffusionSchedule
     name: str  # the checkpoint it came from, with what was applied to it ("+ lora x", "+ spa-dir 200 steps")
+    attention: str  # the loader's attention backend; the sampler and fine-tune nodes run the UNet under it
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,23 @@
-"""The attention function and its backends against the float32 math reference."""
+"""The attention function and its backends against the float32 math reference; choosing a backend."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 import torch
 
-from vc2_core.attention import attention, backend_names, relative_position_attention
+from vc2_core.attention import (
+    AttentionCall,
+    attention,
+    attention_backend,
+    backend_names,
+    current_backend,
+    relative_position_attention,
+    resolve_backend,
+)
+from vc2_core.attention.constraints import dtypes_in, first_unmet, on_cuda, self_attention, sequence_at_most
+from vc2_core.modules import CrossAttention
 
 
 @pytest.mark.parametrize("shape_q, shape_k, causal", [
@@ -57,8 +69,76 @@ def test_backend_errors_are_clear():
     q = torch.randn(1, 4, 1, 8)
     with pytest.raises(ValueError, match="unknown attention backend 'flash9'"):
         attention(q, q, q, backend="flash9")
-    with pytest.raises(RuntimeError, match="xformers runs on CUDA tensors only"):
+    with pytest.raises(RuntimeError, match=r"backend 'xformers' cannot run here: CUDA tensors only \(got cpu\)"):
         attention(q, q, q, backend="xformers")
+    with attention_backend("xformers"), pytest.raises(RuntimeError, match="CUDA tensors only"):
+        attention(q, q, q)
+    with pytest.raises(ValueError, match="unknown attention backend 'flash9'"), attention_backend("flash9"):
+        pass
     with pytest.raises(ValueError, match="causal attention needs as many queries as keys"):
         attention(q, torch.randn(1, 5, 1, 8), torch.randn(1, 5, 1, 8), causal=True)
     assert {"auto", "math", "sdpa", "xformers"} <= set(backend_names())
+
+
+def test_the_context_chooses_the_backend_per_call(monkeypatch):
+    monkeypatch.delenv("VC2_ATTENTION", raising=False)
+    assert current_backend() == "auto"
+    with attention_backend("math") as name:
+        assert name == current_backend() == "math"
+        with attention_backend("sdpa"):
+            assert current_backend() == "sdpa"
+        assert current_backend() == "math"
+        seen_by_another_thread = []
+        thread = threading.Thread(target=lambda: seen_by_another_thread.append(current_backend()))
+        thread.start()
+        thread.join()
+        assert seen_by_another_thread == ["auto"]  # the choice belongs to the thread that made it
+    assert current_backend() == "auto"
+    monkeypatch.setenv("VC2_ATTENTION", "math")  # the default outside blocks, read at the call
+    assert current_backend() == "math"
+    with attention_backend(None):  # None: the default
+        assert current_backend() == "math"
+    monkeypatch.setenv("VC2_ATTENTION", "flash9")
+    with pytest.raises(ValueError, match="VC2_ATTENTION='flash9' is not an attention backend; choose one of auto, "):
+        attention(torch.randn(1, 4, 1, 8), torch.randn(1, 4, 1, 8), torch.randn(1, 4, 1, 8))
+
+
+def test_the_context_reaches_the_layers():
+    layer = CrossAttention(16, heads=2, dim_head=8)
+    x = torch.randn(3, 5, 16)
+    with torch.no_grad():
+        with attention_backend("math"):
+            math = layer(x)
+        with attention_backend("sdpa"):
+            sdpa = layer(x)
+        with attention_backend("xformers"), pytest.raises(RuntimeError, match="'xformers' cannot run here"):
+            layer(x)  # the layer runs the block's backend (xformers needs CUDA)
+    torch.testing.assert_close(sdpa, math, rtol=0, atol=1e-5)
+
+
+def call(device="cpu", dtype=torch.float32, q_shape=(2, 16, 2, 8), k_shape=None, needs_grad=False) -> AttentionCall:
+    return AttentionCall(device, (dtype,) * 3, q_shape, k_shape or q_shape, needs_grad)
+
+
+def test_constraint_checks_say_what_a_call_lacks():
+    assert on_cuda(call("cuda")) is None
+    assert on_cuda(call("cpu")) == "CUDA tensors only (got cpu)"
+    assert self_attention(call(k_shape=(2, 77, 2, 8))).startswith("self-attention shapes only")
+    at_most_4 = sequence_at_most(4)
+    assert at_most_4.__name__ == "sequence_at_most(4)"
+    assert at_most_4(call(q_shape=(1, 4, 1, 8))) is None
+    assert at_most_4(call(q_shape=(1, 5, 1, 8))) == "sequences of at most 4 (got 5)"
+    half = dtypes_in((torch.float16, torch.bfloat16))
+    assert half(call(dtype=torch.bfloat16)) is None
+    assert half(call()) == "float16/bfloat16 inputs of one dtype only (got torch.float32, torch.float32, torch.float32)"
+    mixed = AttentionCall("cpu", (torch.float16, torch.float16, torch.float32), (1, 4, 1, 8), (1, 4, 1, 8), False)
+    assert half(mixed) is not None
+    check, reason = first_unmet((on_cuda, at_most_4), call("cuda", q_shape=(1, 9, 1, 8)))
+    assert check is at_most_4 and reason == "sequences of at most 4 (got 9)"
+    assert first_unmet((on_cuda, at_most_4), call("cuda", q_shape=(1, 3, 1, 8))) is None
+
+
+def test_math_and_sdpa_have_no_constraints():
+    odd = call("meta", torch.float64, (0, 1000, 3, 300), (0, 7, 3, 300), needs_grad=True)
+    for name in ("math", "sdpa"):
+        assert resolve_backend(name, odd) == (resolve_backend(name, call())[0], None)

@@ -20,6 +20,7 @@ import pytest
 import torch
 from conftest import random_unet, tiny_unet_config
 
+from vc2_core.attention import attention_backend, fallback_counts
 from vc2_core.modules import BasicTransformerBlock, ResBlock, UNetModel
 
 FRAMES = 4
@@ -73,12 +74,26 @@ def test_inference_forward_is_one_graph(make_config):
 
 def test_triton_backend_is_one_graph():
     # the kernel is a torch.library custom op: Dynamo records it as one node (CPU: Triton's interpreter)
+    # (its cross-attention falls back to SDPA: the fallback is noted when tracing, without a graph break)
     unet = random_unet(vc2_config())
-    unet.set_attention_backend("triton")
-    with torch.no_grad():
+    before = fallback_counts().get(("triton", "sdpa"), 0)
+    with torch.no_grad(), attention_backend("triton"):
         report = torch._dynamo.explain(unet)(*_inputs(unet))
     assert report.break_reasons == []
     assert (report.graph_count, report.graph_break_count) == (1, 0)
+    assert fallback_counts()[("triton", "sdpa")] > before
+
+
+def test_a_new_backend_context_retraces():
+    # the compiled UNet follows the block it runs in: Dynamo guards on the thread's chosen backend
+    unet = random_unet(one_level(vc2_config()))
+    inputs = _inputs(unet)
+    compiled = torch.compile(unet, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        with attention_backend("math"):
+            compiled(*inputs)
+        with attention_backend("xformers"), pytest.raises(Exception, match="'xformers' cannot run here"):
+            compiled(*inputs)  # xformers needs CUDA: the new choice reached the attention calls
 
 
 def test_fullgraph_compile_matches_eager():

@@ -9,6 +9,7 @@ input dtype before the second product, as in every flash kernel).
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -16,8 +17,8 @@ import pytest
 import torch
 
 import vc2_core.kernels.temporal_attention as kernel  # Triton is a test dependency
-from vc2_core.attention import attention, resolve_backend
-from vc2_core.attention.dispatch import auto_prefers_triton
+from vc2_core.attention import AttentionCall, attention, attention_backend, fallback_counts, resolve_backend
+from vc2_core.kernels import temporal_attention_limits as limits
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
@@ -81,7 +82,7 @@ def test_many_programs_with_a_partial_last_one(group):
 
 
 def test_longest_sequence_and_widest_head():
-    check_against_math(*inputs(2, kernel.MAX_SEQ, 2, 128, torch.float32, seed=3), causal=True)
+    check_against_math(*inputs(2, limits.MAX_SEQ, 2, 128, torch.float32, seed=3), causal=True)
 
 
 def test_strided_views_of_a_fused_projection():
@@ -105,10 +106,10 @@ def test_rows_are_independent():
 
 
 def test_refuses_what_it_cannot_run():
-    q = torch.randn(2, 16, 2, kernel.MAX_HEAD_DIM + 8, device=DEVICE)
+    q = torch.randn(2, 16, 2, limits.MAX_HEAD_DIM + 8, device=DEVICE)
     with pytest.raises(ValueError, match="head dims"):
         kernel.temporal_attention(q, q, q)
-    long = torch.randn(1, kernel.MAX_SEQ + 1, 1, 64, device=DEVICE)
+    long = torch.randn(1, limits.MAX_SEQ + 1, 1, 64, device=DEVICE)
     with pytest.raises(ValueError, match="sequences of at most"):
         kernel.temporal_attention(long, long, long)
     assert kernel.unsupported_reason(q[:, :4, :, :64], torch.randn(2, 77, 2, 64), torch.randn(2, 77, 2, 64)) is not None
@@ -124,22 +125,55 @@ def test_triton_backend_runs_the_kernel_where_it_applies_and_sdpa_elsewhere():
                                attention(cross_q, text, text, backend="sdpa"), rtol=0, atol=0)
 
 
+def test_a_fallback_is_logged_once_per_block_and_counted(caplog):
+    g = torch.Generator().manual_seed(6)
+    cross_q, text = torch.randn(3, 40, 2, 32, generator=g), torch.randn(3, 77, 2, 32, generator=g)
+    long = torch.randn(2, limits.MAX_SEQ + 1, 2, 32, generator=g)
+    before = fallback_counts().get(("triton", "sdpa"), 0)
+    with caplog.at_level(logging.WARNING, logger="vc2_core.attention"):
+        for _ in range(2):  # two blocks: each logs each kind of fallback once
+            with attention_backend("triton"):
+                for _ in range(3):
+                    attention(cross_q, text, text)
+                    attention(long, long, long)
+    assert fallback_counts()[("triton", "sdpa")] == before + 12
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 4, messages
+    assert "attention backend 'triton' does not cover some calls (self-attention shapes only" in messages[0]
+    assert "they run on 'sdpa'" in messages[0]
+    assert "(sequences of at most 64 (got 65))" in messages[1]
+    assert messages[2:] == messages[:2]
+    with caplog.at_level(logging.WARNING, logger="vc2_core.attention"), attention_backend("auto"):
+        attention(cross_q, text, text)  # auto choosing SDPA is its rule, not a fallback
+    assert fallback_counts()[("triton", "sdpa")] == before + 12 and len(caplog.records) == 4
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="the CPU refusal")
+def test_triton_on_the_cpu_without_the_interpreter_is_an_error(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    q = torch.randn(3, 16, 2, 32)
+    with pytest.raises(RuntimeError, match=r"backend 'triton' cannot run here: CUDA tensors only \(got cpu; "):
+        attention(q, q, q, backend="triton")
+
+
 def test_auto_rule_on_cpu_is_sdpa():
     q = torch.randn(3, 16, 2, 64)
-    assert resolve_backend("auto", q, q, q, False).name == "sdpa"
+    assert resolve_backend("auto", AttentionCall.of(q, q, q)) == resolve_backend("sdpa", AttentionCall.of(q, q, q))
 
 
 @pytest.mark.parametrize("device, dtype, q_shape, k_shape, needs_grad, expected", [
-    ("cuda", torch.bfloat16, (5120, 16, 5, 64), (5120, 16, 5, 64), False, True),  # temporal, inference
-    ("cuda", torch.float16, (40, 64, 20, 64), (40, 64, 20, 64), False, True),  # 64 positions: still short
-    ("cuda", torch.bfloat16, (5120, 16, 5, 64), (5120, 16, 5, 64), True, False),  # training: SDPA's backward
-    ("cuda", torch.float32, (5120, 16, 5, 64), (5120, 16, 5, 64), False, False),  # fp32
-    ("cuda", torch.bfloat16, (32, 2560, 5, 64), (32, 2560, 5, 64), False, False),  # spatial self-attention
-    ("cuda", torch.bfloat16, (32, 16, 5, 64), (32, 77, 5, 64), False, False),  # cross-attention
-    ("cpu", torch.bfloat16, (5120, 16, 5, 64), (5120, 16, 5, 64), False, False),
+    ("cuda", torch.bfloat16, (5120, 16, 5, 64), (5120, 16, 5, 64), False, "triton"),  # temporal, inference
+    ("cuda", torch.float16, (40, 64, 20, 64), (40, 64, 20, 64), False, "triton"),  # 64 positions: still short
+    ("cuda", torch.bfloat16, (5120, 16, 5, 64), (5120, 16, 5, 64), True, "sdpa"),  # training: SDPA's backward
+    ("cuda", torch.float32, (5120, 16, 5, 64), (5120, 16, 5, 64), False, "sdpa"),  # fp32
+    ("cuda", torch.bfloat16, (32, 2560, 5, 64), (32, 2560, 5, 64), False, "sdpa"),  # spatial self-attention
+    ("cuda", torch.bfloat16, (32, 16, 5, 64), (32, 77, 5, 64), False, "sdpa"),  # cross-attention
+    ("cuda", torch.bfloat16, (32, 16, 5, 160), (32, 16, 5, 160), False, "sdpa"),  # head dim over the kernel's
+    ("cpu", torch.bfloat16, (5120, 16, 5, 64), (5120, 16, 5, 64), False, "sdpa"),
 ])
 def test_auto_rule(device, dtype, q_shape, k_shape, needs_grad, expected):
-    assert auto_prefers_triton(device, dtype, q_shape, k_shape, needs_grad) is expected
+    backend, fallback = resolve_backend("auto", AttentionCall(device, (dtype,) * 3, q_shape, k_shape, needs_grad))
+    assert (backend.name, fallback) == (expected, None)
 
 
 def test_everything_works_without_triton():
@@ -148,10 +182,11 @@ def test_everything_works_without_triton():
 import sys
 sys.modules["triton"] = None  # import triton raises ImportError, find_spec returns None
 import torch
-from vc2_core.attention import attention, triton_installed
+from vc2_core.attention import attention
+from vc2_core.attention.constraints import module_installed
 from vc2_core.config import preset
 from vc2_core.modules import UNetModel
-assert not triton_installed()
+assert not module_installed("triton")
 q = torch.randn(2, 16, 2, 64)
 attention(q, q, q)
 config = preset("tiny").unet

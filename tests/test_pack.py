@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vc2_core.attention import attention_backend
 from vc2_core.checkpoint import load_checkpoint, save_checkpoint
 from vc2_core.config import preset
 from vc2_core.model import VideoCrafter
@@ -169,11 +170,22 @@ def test_nodes_reproduce_the_library_pipeline(comfy, tiny_file):
     assert 0 <= images.min() and images.max() <= 1
 
     reference, _ = load_checkpoint(tiny_file)
-    reference.unet.set_attention_backend("sdpa")
     settings = GenerationSettings(height=32, width=48, frames=4, fps=8, steps=3, cfg=7.5, eta=1.0)
-    video = generate(reference, ["a red ball rolls"], [7], settings)  # (1, 3, t, H, W) in [-1, 1]
+    with attention_backend("sdpa"):
+        video = generate(reference, ["a red ball rolls"], [7], settings)  # (1, 3, t, H, W) in [-1, 1]
     expected = ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
     assert torch.allclose(images, expected, atol=1e-5), (images - expected).abs().max()
+
+
+def test_the_loader_attention_input_reaches_the_sampler(comfy):
+    model, clip, vae = load_tiny(attention="xformers")
+    assert model.attention == "xformers"
+    with pytest.raises(RuntimeError, match="attention backend 'xformers' cannot run here"):
+        sample(model, clip, steps=1)  # the sampler runs the UNet under the model's backend (xformers: CUDA only)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="attention backend 'xformers' cannot run here"):
+        node("VC2_SpatialFineTune").train(**_finetune_options(model, clip, vae, save_name=""))  # so does training
+    with pytest.raises(ValueError, match="unknown attention backend 'flash9'"):
+        load_tiny(attention="flash9")
 
 
 def test_save_video_writes_decodable_files_with_the_workflow(comfy):
@@ -327,6 +339,7 @@ def test_spatial_lora_finetune_then_lora_loader(comfy):
     lora_file = comfy.root / "models" / "loras" / "ft_00001.safetensors"
     assert lora_file.is_file()
     (loaded,) = node("VC2_LoraLoader").apply(model, lora_file.name, 1.0)
+    assert tuned.attention == loaded.attention == model.attention == "sdpa"  # the nodes carry the loader's choice
     assert all(torch.allclose(v, after[k], atol=1e-6) for k, v in _state(loaded.patcher).items())
     (off,) = node("VC2_LoraLoader").apply(model, lora_file.name, 0.0)
     assert all(torch.equal(v, before[k]) for k, v in _state(off.patcher).items())

@@ -111,6 +111,14 @@ def test_partial_stage_leaves_spatial_tensors_identical(stage1, media, tmp_path)
     assert any(not torch.equal(before[n], after[n]) for n, g in groups.items() if g == Group.TEMPORAL)
 
 
+def test_model_attention_is_the_backend_of_the_run(media, tmp_path):
+    # xformers needs CUDA: a run under the config's backend stops at its first step, saying why
+    config = media_config("tiny_stage1.yaml", tmp_path / "run", media, model={"attention": "xformers"},
+                          run={"max_steps": 1})
+    with pytest.raises(RuntimeError, match="attention backend 'xformers' cannot run here: CUDA tensors only"):
+        train(config, show_progress=False)
+
+
 def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "vc2_core.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **kwargs)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import random_unet, tiny_unet_config
 
+from vc2_core.attention import attention_backend
 from vc2_core.config import preset
 from vc2_core.modules import ResBlock, SpatialTransformer, UNetModel
 
@@ -71,10 +72,10 @@ def test_attention_backends_agree():
     unet = random_unet(tiny_unet_config(use_causal_attention=True, temporal_length=4))
     x, t, context = _inputs(unet, t=4)
     with torch.no_grad():
-        unet.set_attention_backend("sdpa")
-        sdpa = unet(x, t, context, 8)
-        unet.set_attention_backend("math")
-        math = unet(x, t, context, 8)
+        with attention_backend("sdpa"):
+            sdpa = unet(x, t, context, 8)
+        with attention_backend("math"):
+            math = unet(x, t, context, 8)
     torch.testing.assert_close(sdpa, math, rtol=0, atol=2e-5)
 
 

@@ -17,6 +17,8 @@ import torch
 from golden_case import GoldenCase, compare, discover, goldens_dir
 from golden_kinds import KINDS
 
+from vc2_core.attention import attention_backend
+
 CASES = discover()
 ATTENTION_CASES = [p for p in CASES if p.stem.startswith(("unet_", "mod_"))]
 OTHER_CPU_BACKENDS = ["math", "triton"]  # the default, sdpa, runs in test_golden
@@ -44,8 +46,8 @@ def test_golden(path):
 
 @pytest.mark.parametrize("backend", OTHER_CPU_BACKENDS)
 @pytest.mark.parametrize("path", ATTENTION_CASES, ids=[p.stem for p in ATTENTION_CASES])
-def test_golden_with_attention_backend(path, backend, monkeypatch):
+def test_golden_with_attention_backend(path, backend):
     assert GoldenCase.load(path).kind in ("unet_forward", "module_forward")
     assert backend != "triton" or os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()
-    monkeypatch.setenv("VC2_ATTENTION", backend)  # the default backend of layers built by the case
-    run_golden(path)
+    with attention_backend(backend):
+        run_golden(path)

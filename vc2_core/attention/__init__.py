@@ -1,29 +1,21 @@
-"""Attention as one function with explicit backends (see :mod:`vc2_core.attention.dispatch`)."""
+"""Attention as one function over a registry of backends, chosen per call (see :mod:`.dispatch`)."""
 
-from .dispatch import (
-    AUTO,
-    AUTO_RULE,
-    Backend,
-    attention,
-    backend_names,
-    check_backend_name,
-    default_backend,
-    register_backend,
-    relative_position_attention,
-    resolve_backend,
-    triton_installed,
-)
+from .backends import AUTO
+from .constraints import AttentionCall
+from .dispatch import attention, attention_backend, current_backend, default_backend, fallback_counts
+from .registry import backend_names, check_backend_name, resolve_backend
+from .relative_position import relative_position_attention
 
 __all__ = [
     "AUTO",
-    "AUTO_RULE",
-    "Backend",
+    "AttentionCall",
     "attention",
+    "attention_backend",
     "backend_names",
     "check_backend_name",
+    "current_backend",
     "default_backend",
-    "register_backend",
+    "fallback_counts",
     "relative_position_attention",
     "resolve_backend",
-    "triton_installed",
 ]

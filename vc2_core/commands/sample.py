@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..attention import backend_names
+from ..attention import attention_backend, backend_names
 from ..diffusion import SAMPLERS, SPACINGS
 from ..precision import DTYPES
 from ..video_io import check_output_path, output_format
@@ -185,8 +185,6 @@ def run(args: argparse.Namespace) -> int:
           f"{args.dtype} on {device}", flush=True)
     model = build_model(checkpoint, device="cpu", dtype=DTYPES[args.dtype], for_inference=True)
     del checkpoint  # the file's tensors the model did not adopt (cast or converted ones) can go
-    if args.attention is not None:
-        model.unet.set_attention_backend(args.attention)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     loaded = time.perf_counter()
@@ -200,8 +198,9 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
 
         for batch in batches:
-            videos = generate(model, [prompts[i] for i in batch], [args.seed + i for i in batch], settings,
-                              device=device, offload=not args.no_offload, callback=on_step)
+            with attention_backend(args.attention):  # None: $VC2_ATTENTION, else auto
+                videos = generate(model, [prompts[i] for i in batch], [args.seed + i for i in batch], settings,
+                                  device=device, offload=not args.no_offload, callback=on_step)
             for video, index in zip(videos, batch, strict=True):
                 write_video(paths[index], to_frames(video), fps=args.save_fps or settings.fps)
                 bar.write(f"wrote {paths[index]}  (seed {args.seed + index}: {prompts[index][:60]!r})")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..attention import attention_backend
 from ..config import ModelConfig, VAEConfig
 from ..config import preset as preset_config
 from ..files import write_text_atomically
@@ -241,9 +242,9 @@ def sample_videos(model, prompts: tuple[str, ...], seeds: tuple[int, ...], steps
     """{(prompt, seed): frames (t, h, w, 3) in [0, 1]}: DDIM with ``steps`` steps, eta 0, cfg :data:`SAMPLE_CFG`."""
     settings = GenerationSettings(height=SIZE, width=SIZE, frames=FRAMES, fps=FPS, steps=steps, cfg=SAMPLE_CFG,
                                   eta=0.0)
-    model.unet.set_attention_backend("sdpa")
     pairs = [(prompt, seed) for prompt in prompts for seed in seeds]  # one batch: CPU steps are cheaper wide
     with tqdm(total=steps, desc=f"sample {label}", unit="step", disable=not show_progress) as bar:
-        frames = generate(model, [p for p, _ in pairs], [s for _, s in pairs], settings,
-                          callback=lambda step: bar.update(1))
+        with attention_backend("sdpa"):
+            frames = generate(model, [p for p, _ in pairs], [s for _, s in pairs], settings,
+                              callback=lambda step: bar.update(1))
     return {pair: ((video.permute(1, 2, 3, 0).numpy() + 1) / 2).clip(0, 1) for pair, video in zip(pairs, frames)}

@@ -1,1 +1,2 @@
-"""Triton kernels. Importing a kernel module needs Triton; the attention dispatch imports them lazily."""
+"""Triton kernels. Importing a kernel module needs Triton (its ``*_limits`` module does not); the attention
+registry imports kernels only when a call runs on one."""

@@ -13,8 +13,9 @@ views made by the attention layers need no copies. Inputs fp16, bf16 or fp32; ac
 fp32 (fp32 inputs use IEEE fp32 products, not tf32). ``causal`` lets query i see keys j <= i.
 
 Runs on CUDA, or on the CPU under the Triton interpreter (``TRITON_INTERPRET=1``; the tests use
-it). Importing this module needs Triton; :mod:`vc2_core.attention.dispatch` imports it only
-when the ``triton`` backend is asked for.
+it). Importing this module needs Triton; the attention registry imports it only when a call runs
+on the ``triton`` backend. Its limits (at most 64 positions, head dims up to 128) are in
+:mod:`.temporal_attention_limits`, importable without Triton.
 """
 
 from __future__ import annotations
@@ -25,26 +26,17 @@ import torch
 import triton
 import triton.language as tl
 
-Tensor = torch.Tensor
+from ..attention.backends import TEMPORAL_KERNEL_COVERS
+from ..attention.constraints import AttentionCall, first_unmet
 
-MAX_SEQ = 64  # longest sequence a program holds whole (scores SEQ x SEQ in registers); longer ones go to SDPA
-MAX_HEAD_DIM = 128  # head dims are padded to a power of two >= 16 (tl.dot's smallest side) in registers
-DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+Tensor = torch.Tensor
 
 
 def unsupported_reason(q: Tensor, k: Tensor, v: Tensor) -> str | None:
-    """None when :func:`temporal_attention` can run these (B, L, H, D) tensors, else why not."""
-    if q.shape != k.shape or q.shape != v.shape:
-        return f"self-attention shapes only (q {tuple(q.shape)}, k {tuple(k.shape)})"
-    if q.shape[1] > MAX_SEQ:
-        return f"sequences of at most {MAX_SEQ} (got {q.shape[1]})"
-    if q.shape[3] > MAX_HEAD_DIM:
-        return f"head dims of at most {MAX_HEAD_DIM} (got {q.shape[3]})"
-    if q.dtype not in DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
-        return f"float16/bfloat16/float32 inputs of one dtype only (got {q.dtype}, {k.dtype}, {v.dtype})"
-    if q.shape[0] * q.shape[2] == 0:
-        return "empty batch"
-    return None
+    """None when :func:`temporal_attention` can run these (B, L, H, D) tensors, else why not: the ``triton``
+    backend's checks, over the limits in :mod:`.temporal_attention_limits`."""
+    unmet = first_unmet(TEMPORAL_KERNEL_COVERS, AttentionCall.of(q, k, v))
+    return None if unmet is None else unmet[1]
 
 
 def launch_config(rows: int, seq: int, dim: int, fill_gpu: bool = True) -> tuple[int, int]:
@@ -225,7 +217,7 @@ _temporal_attention_op.register_autograd(_backward_formula, setup_context=_setup
 
 
 def temporal_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
-    """softmax(q k^T / sqrt(D)) v for (B, L, H, D) tensors, L <= MAX_SEQ; returns (B, L, H, D), differentiable."""
+    """softmax(q k^T / sqrt(D)) v for (B, L, H, D) tensors, L <= 64; returns (B, L, H, D), differentiable."""
     reason = unsupported_reason(q, k, v)
     if reason is not None:
         raise ValueError(f"temporal attention kernel: {reason}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..attention import attention, check_backend_name, default_backend, relative_position_attention
+from ..attention import attention, relative_position_attention
 
 Tensor = torch.Tensor
 
@@ -34,7 +34,8 @@ class CrossAttention(nn.Module):
     A context may serve several consecutive query rows: with x of n rows and a context of
     n_ctx rows (n divisible by n_ctx), query rows [i*g, (i+1)*g) attend to context row i,
     g = n / n_ctx. That is exactly the official per-frame pairing after its repeats, computed
-    without repeating the context or projecting it more than once.
+    without repeating the context or projecting it more than once. The attention backend is chosen
+    per call (``vc2_core.attention.attention_backend``), not stored here.
     """
 
     def __init__(self, query_dim: int, context_dim: int | None = None, heads: int = 8, dim_head: int = 64,
@@ -57,10 +58,6 @@ class CrossAttention(nn.Module):
                 raise ValueError("relative_position=True needs temporal_length")
             self.relative_position_k = RelativePosition(dim_head, temporal_length)
             self.relative_position_v = RelativePosition(dim_head, temporal_length)
-        self.backend = default_backend()  # VC2_ATTENTION, else auto
-
-    def set_backend(self, name: str) -> None:
-        self.backend = check_backend_name(name)
 
     def forward(self, x: Tensor, context: Tensor | None = None, causal: bool = False) -> Tensor:
         """x: (n, L, query_dim); context: (n_ctx, L_ctx, context_dim) or None. Returns (n, L, query_dim)."""
@@ -82,5 +79,5 @@ class CrossAttention(nn.Module):
             out = relative_position_attention(q, k, v, rel_k, rel_v, causal=causal)
         else:
             q = q.view(n_kv, groups * length, heads, dim_head)
-            out = attention(q, k, v, causal=causal, backend=self.backend)
+            out = attention(q, k, v, causal=causal)  # the backend of the call's context
         return self.to_out(out.reshape(n, length, heads * dim_head))

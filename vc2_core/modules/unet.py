@@ -16,7 +16,6 @@ import torch
 import torch.nn as nn
 
 from ..config import UNetConfig
-from .attention_layers import CrossAttention
 from .embeddings import timestep_embedding
 from .layers import GroupNorm32, zero_module
 from .resblocks import Downsample, ResBlock, Upsample
@@ -43,82 +42,118 @@ class UNetBlock(nn.ModuleList):
         return h
 
 
+class _Layers:
+    """Builds the UNet's layers from its config (the official constructor's nested helpers)."""
+
+    def __init__(self, config: UNetConfig):
+        self.cfg = config
+        self.emb_dim = config.model_channels * 4
+
+    def resblock(self, ch_in: int, ch_out: int) -> ResBlock:
+        cfg = self.cfg
+        return ResBlock(ch_in, self.emb_dim, cfg.dropout, out_channels=ch_out, use_checkpoint=cfg.use_checkpoint,
+                        use_scale_shift_norm=cfg.use_scale_shift_norm, tempspatial_aware=cfg.tempspatial_aware,
+                        use_temporal_conv=cfg.temporal_conv)
+
+    def transformers(self, ch: int) -> list[nn.Module]:
+        """The spatial transformer of a level with attention, and its temporal transformer."""
+        cfg = self.cfg
+        heads, dim_head = cfg.heads_at(ch)
+        layers: list[nn.Module] = [
+            SpatialTransformer(ch, heads, dim_head, depth=cfg.transformer_depth, dropout=0.0,
+                               context_dim=cfg.context_dim, use_checkpoint=cfg.use_checkpoint,
+                               use_linear=cfg.use_linear)
+        ]
+        if cfg.temporal_attention:
+            layers.append(self.temporal_transformer(ch, heads, dim_head, cfg.temporal_transformer_depth,
+                                                    cfg.use_linear))
+        return layers
+
+    def temporal_transformer(self, ch: int, heads: int, dim_head: int, depth: int,
+                             use_linear: bool) -> TemporalTransformer:
+        cfg = self.cfg
+        return TemporalTransformer(ch, heads, dim_head, depth=depth, context_dim=cfg.context_dim,
+                                   use_checkpoint=cfg.use_checkpoint, use_linear=use_linear,
+                                   only_self_att=cfg.temporal_selfatt_only,
+                                   causal_attention=cfg.use_causal_attention,
+                                   relative_position=cfg.use_relative_position,
+                                   temporal_length=cfg.temporal_length)
+
+    def init_attention(self) -> TemporalTransformer:
+        """``init_attn``: 8 heads of num_head_channels, 1x1 Conv1d projections and transformer_depth, as official."""
+        cfg = self.cfg
+        return self.temporal_transformer(cfg.model_channels, 8, cfg.num_head_channels, cfg.transformer_depth,
+                                         use_linear=False)
+
+    def resample(self, ch: int, up: bool) -> nn.Module:
+        cfg = self.cfg
+        if cfg.resblock_updown:
+            return ResBlock(ch, self.emb_dim, cfg.dropout, out_channels=ch, use_checkpoint=cfg.use_checkpoint,
+                            use_scale_shift_norm=cfg.use_scale_shift_norm, up=up, down=not up)
+        return (Upsample if up else Downsample)(ch, cfg.conv_resample, out_channels=ch)
+
+    def embedding(self) -> nn.Sequential:
+        """``time_embed`` / ``fps_embedding``: sinusoid (model_channels) -> 4 * model_channels."""
+        mc, emb_dim = self.cfg.model_channels, self.emb_dim
+        return nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+
+    def down_path(self) -> tuple[list[UNetBlock], list[int]]:
+        """The input blocks after the first conv, and the channels of every input block's output (the skips)."""
+        cfg, mc = self.cfg, self.cfg.model_channels
+        blocks, skip_channels = [], [mc]
+        ch, ds = mc, 1  # channels, downsampling factor
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                layers: list[nn.Module] = [self.resblock(ch, mult * mc)]
+                ch = mult * mc
+                if ds in cfg.attention_resolutions:
+                    layers += self.transformers(ch)
+                blocks.append(UNetBlock(layers))
+                skip_channels.append(ch)
+            if level != len(cfg.channel_mult) - 1:
+                blocks.append(UNetBlock([self.resample(ch, up=False)]))
+                skip_channels.append(ch)
+                ds *= 2
+        return blocks, skip_channels
+
+    def up_path(self, skip_channels: list[int]) -> tuple[list[UNetBlock], int]:
+        """The output blocks, each taking the skip of the input block it mirrors (``skip_channels`` is consumed),
+        and the channels of the last one."""
+        cfg, mc = self.cfg, self.cfg.model_channels
+        ch, ds = skip_channels[-1], 2 ** (len(cfg.channel_mult) - 1)
+        blocks = []
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                layers = [self.resblock(ch + skip_channels.pop(), mult * mc)]
+                ch = mult * mc
+                if ds in cfg.attention_resolutions:
+                    layers += self.transformers(ch)
+                if level and i == cfg.num_res_blocks:
+                    layers.append(self.resample(ch, up=True))
+                    ds //= 2
+                blocks.append(UNetBlock(layers))
+        return blocks, ch
+
+
 class UNetModel(nn.Module):
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = cfg = config
         mc = cfg.model_channels
-        emb_dim = mc * 4
-
-        def resblock(ch_in: int, ch_out: int) -> ResBlock:
-            return ResBlock(ch_in, emb_dim, cfg.dropout, out_channels=ch_out, use_checkpoint=cfg.use_checkpoint,
-                            use_scale_shift_norm=cfg.use_scale_shift_norm, tempspatial_aware=cfg.tempspatial_aware,
-                            use_temporal_conv=cfg.temporal_conv)
-
-        def transformers(ch: int) -> list[nn.Module]:
-            heads, dim_head = cfg.heads_at(ch)
-            layers: list[nn.Module] = [
-                SpatialTransformer(ch, heads, dim_head, depth=cfg.transformer_depth, dropout=0.0,
-                                   context_dim=cfg.context_dim, use_checkpoint=cfg.use_checkpoint,
-                                   use_linear=cfg.use_linear)
-            ]
-            if cfg.temporal_attention:
-                layers.append(temporal_transformer(ch, heads, dim_head, cfg.temporal_transformer_depth, cfg.use_linear))
-            return layers
-
-        def temporal_transformer(ch: int, heads: int, dim_head: int, depth: int,
-                                 use_linear: bool) -> TemporalTransformer:
-            return TemporalTransformer(ch, heads, dim_head, depth=depth, context_dim=cfg.context_dim,
-                                       use_checkpoint=cfg.use_checkpoint, use_linear=use_linear,
-                                       only_self_att=cfg.temporal_selfatt_only,
-                                       causal_attention=cfg.use_causal_attention,
-                                       relative_position=cfg.use_relative_position,
-                                       temporal_length=cfg.temporal_length)
-
-        def resample_block(ch: int, up: bool) -> nn.Module:
-            if cfg.resblock_updown:
-                return ResBlock(ch, emb_dim, cfg.dropout, out_channels=ch, use_checkpoint=cfg.use_checkpoint,
-                                use_scale_shift_norm=cfg.use_scale_shift_norm, up=up, down=not up)
-            return (Upsample if up else Downsample)(ch, cfg.conv_resample, out_channels=ch)
-
-        self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        build = _Layers(cfg)
+        # attributes in the official order: the state dict lists its keys in this order
+        self.time_embed = build.embedding()
         if cfg.fps_cond:
-            self.fps_embedding = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-
+            self.fps_embedding = build.embedding()
         self.input_blocks = nn.ModuleList([UNetBlock([nn.Conv2d(cfg.in_channels, mc, 3, padding=1)])])
         if cfg.addition_attention:
-            # 8 heads of num_head_channels, 1x1 Conv1d projections and transformer_depth: as official
-            self.init_attn = UNetBlock([temporal_transformer(mc, 8, cfg.num_head_channels, cfg.transformer_depth,
-                                                             use_linear=False)])
-        skip_channels = [mc]
-        ch, ds = mc, 1
-        for level, mult in enumerate(cfg.channel_mult):
-            for _ in range(cfg.num_res_blocks):
-                layers: list[nn.Module] = [resblock(ch, mult * mc)]
-                ch = mult * mc
-                if ds in cfg.attention_resolutions:
-                    layers += transformers(ch)
-                self.input_blocks.append(UNetBlock(layers))
-                skip_channels.append(ch)
-            if level != len(cfg.channel_mult) - 1:
-                self.input_blocks.append(UNetBlock([resample_block(ch, up=False)]))
-                skip_channels.append(ch)
-                ds *= 2
-
-        self.middle_block = UNetBlock([resblock(ch, ch), *transformers(ch), resblock(ch, ch)])
-
-        self.output_blocks = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
-            for i in range(cfg.num_res_blocks + 1):
-                layers = [resblock(ch + skip_channels.pop(), mult * mc)]
-                ch = mult * mc
-                if ds in cfg.attention_resolutions:
-                    layers += transformers(ch)
-                if level and i == cfg.num_res_blocks:
-                    layers.append(resample_block(ch, up=True))
-                    ds //= 2
-                self.output_blocks.append(UNetBlock(layers))
-
+            self.init_attn = UNetBlock([build.init_attention()])
+        down, skip_channels = build.down_path()
+        self.input_blocks.extend(down)
+        ch = skip_channels[-1]
+        self.middle_block = UNetBlock([build.resblock(ch, ch), *build.transformers(ch), build.resblock(ch, ch)])
+        up, ch = build.up_path(skip_channels)
+        self.output_blocks = nn.ModuleList(up)
         self.out = nn.Sequential(GroupNorm32(32, ch), nn.SiLU(),
                                  zero_module(nn.Conv2d(mc, cfg.out_channels, 3, padding=1)))
 
@@ -194,12 +229,6 @@ class UNetModel(nn.Module):
                 module.use_checkpoint = enabled
             elif isinstance(module, BasicTransformerBlock):
                 module.checkpoint = enabled
-
-    def set_attention_backend(self, name: str) -> None:
-        """Use attention backend ``name`` (see ``vc2_core.attention.backend_names()``) in every layer."""
-        for module in self.modules():
-            if isinstance(module, CrossAttention):
-                module.set_backend(name)
 
 
 def _per_sample(value: Tensor | int | float, batch: int, device: torch.device) -> Tensor:

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..attention import attention_backend
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import preset
 from ..model import VideoCrafter
@@ -90,7 +91,8 @@ def train(config: TrainConfig, *, resume: str | None = None, show_progress: bool
     from accelerate.state import AcceleratorState
 
     try:
-        return _train(config, resume, show_progress)
+        with attention_backend(config.model.attention):
+            return _train(config, resume, show_progress)
     finally:
         # accelerate keeps its settings (mixed precision, ...) in a process-wide state that refuses to change;
         # clearing it when a run ends lets one process (ComfyUI, a test session) run trainings one after another.
@@ -187,8 +189,6 @@ def build_training_model(config: TrainConfig) -> VideoCrafter:
             load_spatial_weights(model, section.spatial_init)
     if section.gradient_checkpointing is not None:
         model.unet.set_gradient_checkpointing(section.gradient_checkpointing)
-    if section.attention is not None:
-        model.unet.set_attention_backend(section.attention)
     return model
 
 
