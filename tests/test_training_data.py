@@ -24,7 +24,6 @@ from vc2_core.training.data import (
     SkipReport,
     VideoClips,
     VideoEntry,
-    collate,
     draw_generator,
     epoch_permutation,
     read_image_index,
@@ -449,13 +448,3 @@ def test_stream_arguments_are_checked(media):
         with pytest.raises(ValueError, match=message):
             ItemStream(dataset, **{"seed": 0, "local_batch": 2, **settings})
 
-
-def test_collate(media):
-    drawn = stream_items(good_clips(media), 1, local_batch=3)[0]
-    batch = collate(drawn)
-    assert batch.pixels.shape == (3, 3, 8, 16, 16) and batch.captions == [d.sample.caption for d in drawn]
-    assert batch.fps.dtype == torch.long and batch.fps.tolist() == [FPS] * 3
-    assert batch.keys.tolist() == [d.key for d in drawn]
-    image = Sample(torch.zeros(3, 1, 16, 16), "an image", 28, "x.png")
-    with pytest.raises(ValueError, match="different shapes"):
-        collate(drawn[:1] + [Drawn(99, image)])
