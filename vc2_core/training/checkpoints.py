@@ -18,11 +18,10 @@ from ..checkpoint import save_checkpoint
 from ..model import VideoCrafter
 from . import run_dir
 from .config import StageSection, TrainConfig
-from .ema import EMA
 from .loop import Progress
 from .lora import save_lora
 from .stages import get_stage
-from .step import TrainStep
+from .step import Optimisation, TrainStep
 
 
 def save_run_checkpoint(accelerator, config: TrainConfig, model: VideoCrafter, train_step: TrainStep,
@@ -41,7 +40,7 @@ def save_run_checkpoint(accelerator, config: TrainConfig, model: VideoCrafter, t
     accelerator.wait_for_everyone()
     accelerator.save_state(str(temporary / "state"))
     unet_state = accelerator.get_state_dict(train_step.unet)  # gathered (FSDP); every process takes part
-    sources, ema = train_step.sources, train_step.ema
+    sources, ema = train_step.batches.sources, train_step.optimisation.ema
     positions = gather(accelerator, {kind: s.stream.position for kind, s in sources.items()})
     reports = gather(accelerator, {kind: s.stream.report.to_dict() for kind, s in sources.items()})
     if main:
@@ -54,7 +53,7 @@ def save_run_checkpoint(accelerator, config: TrainConfig, model: VideoCrafter, t
             "step": step, "stage": config.stage.name, "world_size": accelerator.num_processes,
             "positions": {kind: [p[kind] for p in positions] for kind in sources},
             "reports": {kind: [r[kind] for r in reports] for kind in sources},
-            "skipped_steps": progress.skipped_steps, "scheduler": train_step.scheduler.state_dict(),
+            "skipped_steps": progress.skipped_steps, "scheduler": train_step.optimisation.scheduler.state_dict(),
             "ema_updates": ema.updates if ema is not None else None,
         }
         (temporary / run_dir.PROGRESS).write_text(json.dumps(record, indent=1))
@@ -81,11 +80,12 @@ def write_stage_lora(unet: nn.Module, family: str, section: StageSection, path: 
                      targets=section.lora_targets)
 
 
-def load_run_checkpoint(accelerator, folder: Path, scheduler, ema: EMA | None) -> Progress:
+def load_run_checkpoint(accelerator, folder: Path, optimisation: Optimisation) -> Progress:
     """Restore the engine, scheduler and EMA state of a checkpoint; the progress to continue from."""
     record = json.loads((folder / run_dir.PROGRESS).read_text())
     accelerator.load_state(str(folder / "state"))
-    scheduler.load_state_dict(record["scheduler"])
+    optimisation.scheduler.load_state_dict(record["scheduler"])
+    ema = optimisation.ema
     if ema is not None:
         if record.get("ema_updates") is None:
             raise ValueError(f"{folder}: this checkpoint has no EMA state, but optim.ema_decay is set")

@@ -16,11 +16,10 @@ from ..vae import VideoVAE
 from .batches import BatchMaker, CachedSample
 from .config import DataSection, OptimSection
 from .data import ItemStream
-from .ema import EMA
 from .engine import LocalEngine
 from .latent_cache import HeldItems
 from .stages import DataKind
-from .step import NamedParameters, Source, TrainStep, lr_schedule, make_optimizer
+from .step import MicroBatches, NamedParameters, Optimisation, Source, TrainStep
 
 Tensor = torch.Tensor
 
@@ -30,12 +29,10 @@ def in_memory_step(unet: nn.Module, schedule: DiffusionSchedule, vae: VideoVAE, 
                    optim: OptimSection, data: DataSection, device: torch.device) -> TrainStep:
     """The TrainStep of a run over ``encoded`` images, ``batch_size`` per step (the optimizer, lr schedule and
     EMA as ``optim`` says, caption dropout as ``data`` says)."""
-    optimizer = make_optimizer(trainable, optim)
-    scheduler = lr_schedule(optimizer, optim.schedule, optim.warmup_steps, total_steps)
-    ema = EMA(trainable, optim.ema_decay) if optim.ema_decay is not None else None
     stream = ItemStream(HeldItems(encoded), seed=seed, local_batch=batch_size)
     sources = {DataKind.IMAGES: Source(DataKind.IMAGES, stream, pack=1, cached=True, size=len(encoded))}
     maker = BatchMaker(vae, None, schedule.num_timesteps, seed=seed, caption_dropout=data.caption_dropout,
                        uncond=uncond, device=device)
-    return TrainStep(LocalEngine(device), unet, schedule, trainable, optimizer, scheduler, ema, optim, sources,
-                     maker, seed, image_ratio=1.0)
+    optimisation = Optimisation.create(trainable, optim, total_steps)
+    optimisation.start_ema()
+    return TrainStep(LocalEngine(device), unet, schedule, optimisation, MicroBatches(sources, maker, seed, 1.0))

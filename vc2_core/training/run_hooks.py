@@ -72,7 +72,7 @@ class RunHooks(Hooks):
                 handle.write(json.dumps({"step": step, "kind": result.kinds, **values}) + "\n")
 
     def validate(self, step: int) -> None:
-        accelerator, model, ema = self.accelerator, self.model, self.train_step.ema
+        accelerator, model, ema = self.accelerator, self.model, self.train_step.optimisation.ema
         if accelerator.is_main_process:
             val = self.config.validation
             settings = GenerationSettings(height=val.height, width=val.width, frames=val.frames, fps=val.fps,

@@ -81,62 +81,88 @@ def choose_source(sources: dict[DataKind, Source], ratio: float, seed: int, micr
 
 
 @dataclass
+class Optimisation:
+    """What trains and how: the parameters, AdamW, its lr schedule, the EMA and the optim settings."""
+
+    trainable: NamedParameters
+    optimizer: torch.optim.Optimizer  # the engine may wrap it (accelerate.prepare) after create()
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    settings: OptimSection
+    ema: EMA | None = None  # see start_ema
+
+    @classmethod
+    def create(cls, trainable: NamedParameters, optim: OptimSection, total_steps: int) -> Optimisation:
+        optimizer = make_optimizer(trainable, optim)
+        return cls(trainable, optimizer, lr_schedule(optimizer, optim.schedule, optim.warmup_steps, total_steps), optim)
+
+    def start_ema(self) -> None:
+        """Start the EMA when the settings ask for one; call it once the engine has wrapped the model, whose
+        parameters (FSDP's views of its shards) the EMA then copies."""
+        if self.settings.ema_decay is not None:
+            self.ema = EMA(self.trainable, self.settings.ema_decay)
+
+
+@dataclass
+class MicroBatches:
+    """Where micro-batches come from: this process's sources, drawn by a seeded choice, made into TrainBatches."""
+
+    sources: dict[DataKind, Source]
+    maker: BatchMaker
+    seed: int
+    image_ratio: float  # with videos and images: the share of image micro-batches
+
+    def draw(self, micro_index: int) -> tuple[DataKind, TrainBatch]:
+        source = choose_source(self.sources, self.image_ratio, self.seed, micro_index)
+        drawn = source.stream.next_batch()
+        make = self.maker.from_cache if source.cached else self.maker.from_pixels
+        return source.kind, make(source.kind, drawn, source.pack)
+
+
+@dataclass
 class TrainStep:
     """What a step needs; :meth:`run` does step ``index`` (0-based, counted over the whole run)."""
 
     engine: Engine
     unet: nn.Module  # as the engine prepared it (a DDP / FSDP wrapper under accelerate)
     schedule: DiffusionSchedule
-    trainable: NamedParameters  # what the optimizer updates
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    ema: EMA | None
-    optim: OptimSection
-    sources: dict[DataKind, Source]
-    maker: BatchMaker
-    seed: int
-    image_ratio: float  # with videos and images: the share of image micro-batches
+    optimisation: Optimisation
+    batches: MicroBatches
 
     def __post_init__(self) -> None:
-        cap = self.optim.snr_weight_cap
+        cap = self.optimisation.settings.snr_weight_cap
         self.loss_weights = None if cap is None else snr_weights(self.schedule, cap)
 
     def run(self, index: int) -> StepResult | NonFinite:
         """One optimizer step over ``gradient_accumulation`` micro-batches."""
-        engine, accumulation = self.engine, self.optim.gradient_accumulation
+        engine, opt = self.engine, self.optimisation
+        accumulation = opt.settings.gradient_accumulation
         losses, kinds = [], []
         for micro in range(accumulation):
             micro_index = index * accumulation + micro
-            kind, batch = self._draw(micro_index)
+            kind, batch = self.batches.draw(micro_index)
             last = micro == accumulation - 1
             with contextlib.nullcontext() if last else engine.no_sync(self.unet):
                 with self._dropout_rng(micro_index), engine.autocast():
                     loss = self._loss(batch)
                 if not self._finite_everywhere(loss):
-                    self.optimizer.zero_grad(set_to_none=True)
+                    opt.optimizer.zero_grad(set_to_none=True)
                     return NonFinite(loss.item(), kind, batch.keys)
                 engine.backward(loss / accumulation)
             losses.append(loss.detach())
             kinds.append(kind)
         grad_norm = float("nan")
-        if self.optim.max_grad_norm is not None:
-            grad_norm = float(engine.clip_grad_norm_([p for _, p in self.trainable], self.optim.max_grad_norm))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.update()
+        if opt.settings.max_grad_norm is not None:
+            grad_norm = float(engine.clip_grad_norm_([p for _, p in opt.trainable], opt.settings.max_grad_norm))
+        opt.optimizer.step()
+        opt.scheduler.step()
+        opt.optimizer.zero_grad(set_to_none=True)
+        if opt.ema is not None:
+            opt.ema.update()
         mean_loss = engine.reduce(torch.stack(losses).mean(), reduction="mean").item()
         return StepResult(mean_loss, "+".join(sorted(set(kinds))), grad_norm)
 
     def lr(self) -> float:
-        return self.scheduler.get_last_lr()[0]
-
-    def _draw(self, micro_index: int) -> tuple[DataKind, TrainBatch]:
-        source = choose_source(self.sources, self.image_ratio, self.seed, micro_index)
-        drawn = source.stream.next_batch()
-        make = self.maker.from_cache if source.cached else self.maker.from_pixels
-        return source.kind, make(source.kind, drawn, source.pack)
+        return self.optimisation.scheduler.get_last_lr()[0]
 
     @contextlib.contextmanager
     def _dropout_rng(self, micro_index: int) -> Iterator[None]:
@@ -147,7 +173,7 @@ class TrainStep:
         devices = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(stable_seed(self.seed, "dropout", micro_index, self.engine.process_index))
+            torch.manual_seed(stable_seed(self.batches.seed, "dropout", micro_index, self.engine.process_index))
             yield
 
     def _loss(self, batch: TrainBatch) -> Tensor:

@@ -30,14 +30,13 @@ from .batches import BatchMaker
 from .checkpoints import gather, load_run_checkpoint
 from .config import TrainConfig
 from .data import SkipReport
-from .ema import EMA
 from .latent_cache import LatentCache
 from .loop import Cadence, Progress, run_loop
 from .run_hooks import NonFiniteLoss, RunHooks
 from .sources import data_sets, open_sources
 from .spatial_init import load_spatial_weights
 from .stages import DataKind, Stage, get_stage, set_up_stage
-from .step import NamedParameters, Source, TrainStep, lr_schedule, make_optimizer
+from .step import MicroBatches, NamedParameters, Optimisation, Source, TrainStep, lr_schedule
 
 __all__ = ["NonFiniteLoss", "TrainSummary", "build_training_model", "data_sets", "lr_schedule", "train"]
 
@@ -80,19 +79,17 @@ def _train(config: TrainConfig, resume: str | None, show_progress: bool) -> Trai
         frozen.requires_grad_(False).eval()
     model.unet.train()
 
-    optim = config.optim
-    optimizer = make_optimizer(trainable, optim)
-    scheduler = lr_schedule(optimizer, optim.schedule, optim.warmup_steps, config.run.max_steps)
-    unet, optimizer = accelerator.prepare(model.unet, optimizer)
-    ema = EMA(trainable, optim.ema_decay) if optim.ema_decay is not None else None
-    progress = Progress() if start_from is None else load_run_checkpoint(accelerator, start_from, scheduler, ema)
+    optimisation = Optimisation.create(trainable, config.optim, config.run.max_steps)
+    unet, optimisation.optimizer = accelerator.prepare(model.unet, optimisation.optimizer)
+    optimisation.start_ema()
+    progress = Progress() if start_from is None else load_run_checkpoint(accelerator, start_from, optimisation)
     sources = open_sources(config, stage, model.config, accelerator.process_index, accelerator.num_processes,
                            progress, fresh=start_from is None)
     maker = BatchMaker(model.vae, model.text_encoder, model.schedule.num_timesteps, seed=config.run.seed,
                        caption_dropout=config.data.caption_dropout, uncond=_uncond(config, model),
                        device=accelerator.device)
-    train_step = TrainStep(accelerator, unet, model.schedule, trainable, optimizer, scheduler, ema, optim, sources,
-                           maker, config.run.seed, config.images.ratio)
+    train_step = TrainStep(accelerator, unet, model.schedule, optimisation,
+                           MicroBatches(sources, maker, config.run.seed, config.images.ratio))
     if accelerator.is_main_process:
         accelerator.init_trackers("vc2")
         _describe_start(config, stage, model, trainable, sources, accelerator, start_from)
@@ -109,7 +106,7 @@ def _train(config: TrainConfig, resume: str | None, show_progress: bool) -> Trai
     seconds, final, last_loss = time.perf_counter() - started, hooks.last_checkpoint, hooks.last_loss
     # Free the DDP wrapper while the process group is still registered: if its reducer held the
     # group's last reference, the group's destructor (joining gloo's threads) could deadlock on the GIL.
-    del hooks, train_step, unet, optimizer
+    del hooks, train_step, unet, optimisation
     return _finish(accelerator, out, trainable, sources, progress, seconds, final, last_loss)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...messages import first_few
 from .skips import Skipped
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
@@ -187,7 +188,8 @@ def _number(value: object, name: str, kind: type) -> float | int | None:
 
 def _non_empty(entries: list, skipped: list[Skipped], path: Path, what: str) -> tuple[list, list[Skipped]]:
     if not entries:
-        examples = "; ".join(f"{s.source}: {s.reason}" + (f" ({s.detail})" if s.detail else "") for s in skipped[:3])
+        examples = first_few([f"{s.source}: {s.reason}" + (f" ({s.detail})" if s.detail else "") for s in skipped],
+                             3, "; ")
         raise ValueError(f"{path}: no usable {what} in this index ({len(skipped)} skipped"
                          + (f": {examples}" if examples else "") + ")")
     return entries, skipped
