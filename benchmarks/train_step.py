@@ -30,7 +30,7 @@ from vc2_core.config import preset
 from vc2_core.diffusion import DiffusionSchedule
 from vc2_core.modules import UNetModel
 from vc2_core.random_weights import randomize_zero_initialized
-from vc2_core.training import apply_stage, diffusion_loss, get_stage
+from vc2_core.training import DataKind, apply_stage, diffusion_loss, get_stage
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -48,14 +48,16 @@ def child(args: argparse.Namespace) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
     schedule = DiffusionSchedule(preset("vc2-512").schedule)
     g = torch.Generator().manual_seed(2)
-    frames = 1 if get_stage(args.stage).data == "images" else args.frames
+    frames = args.frames if DataKind.VIDEOS in get_stage(args.stage).data else 1
     latents = torch.randn(args.batch, config.in_channels, frames, args.height, args.width, generator=g).to(device)
     context = torch.randn(args.batch, 77, config.context_dim, generator=g).to(device)
     fps = torch.full((args.batch,), 8)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=AUTOCAST[args.precision], enabled=args.precision != "fp32"):
-            loss = diffusion_loss(unet, schedule, latents, context, fps, g)
+            timesteps = torch.randint(0, schedule.num_timesteps, (args.batch,), generator=g)
+            noise = torch.randn(latents.shape, generator=g)
+            loss = diffusion_loss(unet, schedule, latents, context, fps, timesteps, noise)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(trainable, 0.5)

@@ -1,17 +1,17 @@
 """Spatial-only fine-tuning inside ComfyUI: VideoCrafter2's stage 2 on a handful of high-quality images.
 
-The training copy of the UNet learns; the input model is left as ComfyUI cached it. Images are
-encoded once (VAE posterior moments and caption embeddings, like the trainer's latent cache), then
-each step draws its batch, posterior sample, timestep, noise and caption dropout from generators
-keyed by (seed, item, purpose), as ``vc2 train`` does, so a seed reproduces a run.
+The training copy of the UNet learns; the input model is left as ComfyUI cached it. The node only
+drives the training package: images are encoded once as the trainer's latent cache encodes them
+(:func:`vc2_core.training.latent_cache.encode_sample`), and ``vc2 train``'s loop and step run on them
+(:mod:`vc2_core.training.in_memory`), with the trainer's defaults (AdamW, clipping, caption dropout,
+LoRA alpha) and its keyed randomness, so a seed reproduces a run. The node adds ComfyUI's side as
+loop hooks: Cancel between steps, the progress bar, numbered files, the LOSS_MAP output.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -20,19 +20,15 @@ from ..vc2_core.attention import attention_backend
 from ..vc2_core.checkpoint import write_checkpoint
 from ..vc2_core.model import official_state_dict
 from ..vc2_core.modules import UNetModel
-from ..vc2_core.training.batches import BatchMaker, CachedSample
-from ..vc2_core.training.data import (
-    Images,
-    ItemStream,
-    Skipped,
-    draw_generator,
-    read_image_index,
-    resize_crop,
-    stable_seed,
-)
-from ..vc2_core.training.lora import LoRAFile, inject_lora, lora_state_dict, lora_weight_deltas, save_lora
-from ..vc2_core.training.objective import UNCOND_PROB, diffusion_loss
-from ..vc2_core.training.stages import apply_stage, get_stage
+from ..vc2_core.training.checkpoints import write_stage_lora
+from ..vc2_core.training.config import DataSection, OptimSection, StageSection
+from ..vc2_core.training.data import Images, Sample, Skipped, draw_generator, read_image_index, resize_crop
+from ..vc2_core.training.in_memory import in_memory_step
+from ..vc2_core.training.latent_cache import encode_sample
+from ..vc2_core.training.loop import Cadence, Hooks, Progress, run_loop
+from ..vc2_core.training.lora import LoRAFile, lora_state_dict, lora_weight_deltas
+from ..vc2_core.training.stages import Stage, get_stage, set_up_stage
+from ..vc2_core.training.step import NonFinite, StepResult
 from . import comfy
 from .latent import check_size
 from .lora import patched
@@ -40,34 +36,13 @@ from .types import MODEL_TYPE, TEXT_ENCODER_TYPE, VAE_TYPE, TextEncoderModel, VA
 
 Tensor = torch.Tensor
 VARIANTS = {"F-Spa-DIR": "spa-dir", "F-Spa-LORA": "spa-lora"}
-BETAS, WEIGHT_DECAY, MAX_GRAD_NORM = (0.9, 0.999), 0.01, 0.5  # the training pipeline's defaults (docs/training.md)
 
 
-@dataclass(frozen=True)
-class _Item:
-    pixels: Tensor  # (3, 1, H, W) in [-1, 1]
-    caption: str
-    source: str
-
-
-class _Encoded:
-    """Encoded items as a dataset for ItemStream (``load(index, generator)``)."""
-
-    def __init__(self, samples: list[CachedSample]):
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def load(self, index: int, generator: torch.Generator) -> CachedSample:
-        return self.samples[index]
-
-
-def gather_items(images: Tensor | None, caption: str, image_folder: str, height: int, width: int,
-                 seed: int) -> list[_Item]:
+def gather_items(images: Tensor | None, caption: str, image_folder: str, height: int, width: int, fps: int,
+                 seed: int) -> list[Sample]:
     """The training images at height x width (center crop), from an IMAGE batch with one caption and/or a folder
     of images with .txt captions; a clear ValueError when there are none or captions are missing."""
-    items: list[_Item] = []
+    items: list[Sample] = []
     if images is not None:
         if not caption.strip():
             raise ValueError("caption is missing: an IMAGE batch trains with the caption given in 'caption'")
@@ -76,15 +51,15 @@ def gather_items(images: Tensor | None, caption: str, image_folder: str, height:
         frames = (images.float().clamp(0, 1) * 255).round().byte().cpu().numpy()
         for index, frame in enumerate(frames):
             pixels = resize_crop(frame[None], height, width, "center", draw_generator(seed, index, "crop"))
-            items.append(_Item(pixels, caption.strip(), f"images[{index}]"))
+            items.append(Sample(pixels, caption.strip(), fps, f"images[{index}]"))
     if image_folder.strip():
-        items += _folder_items(comfy.input_path(image_folder.strip()), height, width, seed)
+        items += _folder_items(comfy.input_path(image_folder.strip()), height, width, fps, seed)
     if not items:
         raise ValueError("no training images: connect an IMAGE batch (with a caption) or give image_folder")
     return items
 
 
-def _folder_items(folder: str, height: int, width: int, seed: int) -> list[_Item]:
+def _folder_items(folder: str, height: int, width: int, fps: int, seed: int) -> list[Sample]:
     if not os.path.isdir(folder):
         raise ValueError(f"image_folder {folder!r} is not a folder")
     try:
@@ -92,14 +67,14 @@ def _folder_items(folder: str, height: int, width: int, seed: int) -> list[_Item
     except ValueError as error:
         raise ValueError(f"image_folder {folder!r}: {error}. Each image needs a caption: a .txt file of the same "
                          "name beside it (photo.png + photo.txt)") from None
-    dataset = Images(entries, height=height, width=width, crop="center")
+    dataset = Images(entries, height=height, width=width, crop="center", fps=fps)
     items, unreadable = [], []
     for index, entry in enumerate(entries):
         sample = dataset.load(index, draw_generator(seed, index, "crop"))
         if isinstance(sample, Skipped):
             unreadable.append(sample.source)
         else:
-            items.append(_Item(sample.pixels, sample.caption, sample.source))
+            items.append(sample)
     if not items:
         raise ValueError(f"image_folder {folder!r}: none of its {len(entries)} captioned images could be read "
                          f"(e.g. {unreadable[0]})")
@@ -109,21 +84,17 @@ def _folder_items(folder: str, height: int, width: int, seed: int) -> list[_Item
     return items
 
 
-def encode_items(items: list[_Item], clip: TextEncoderModel, vae: VAEModel,
-                 fps: int) -> tuple[list[CachedSample], Tensor]:
-    """Posterior moments (2z, 1, h, w) and caption embeddings (L, d) of each item, and the embedding of ""."""
+def encode_items(items: list[Sample], clip: TextEncoderModel, vae: VAEModel) -> tuple[list, Tensor]:
+    """Each item encoded as the trainer's latent cache encodes it, and the (1, L, d) embedding of ""."""
     comfy.load([clip.patcher, vae.patcher])
     encoder, network = clip.patcher.model, vae.patcher.model
-    vae_device, vae_dtype = vae.patcher.load_device, next(network.parameters()).dtype
-    samples = []
     with torch.no_grad():
-        contexts = encoder.encode([item.caption for item in items]).float().cpu()  # (n, L, d)
         uncond = encoder.encode([""]).float().cpu()  # (1, L, d)
-        for item, context in zip(items, contexts):
-            comfy.check_interrupt()
-            moments = network.encode_moments(item.pixels[:, 0][None].to(vae_device, vae_dtype))  # (1, 2z, h, w)
-            samples.append(CachedSample(moments[0, :, None].float().cpu(), context, fps, item.source))
-    return samples, uncond
+    encoded = []
+    for item in items:
+        comfy.check_interrupt()
+        encoded.append(encode_sample(network, encoder, item))
+    return encoded, uncond
 
 
 def trainable_copy(model: VideoModel) -> UNetModel:
@@ -214,103 +185,59 @@ class VC2SpatialFineTune:
               images: Tensor | None = None, caption: str = "", image_folder: str = "", unique_id: str | None = None):
         if variant not in VARIANTS:
             raise ValueError(f"variant {variant!r}: choose one of {', '.join(VARIANTS)}")
-        stage = get_stage(VARIANTS[variant])
+        section = StageSection(name=VARIANTS[variant], lora_rank=lora_rank)
+        stage = get_stage(section.name)
         check_size(model, height, width)
-        items = gather_items(images, caption, image_folder, height, width, seed)
+        items = gather_items(images, caption, image_folder, height, width, model.config.fps, seed)
         folder = comfy.first_folder(comfy.LORA_FOLDER if stage.lora else comfy.MODEL_FOLDER)
         target = unique_path(folder, save_name, ".safetensors") if save_name.strip() else None
 
         # ComfyUI runs nodes under inference mode; autograd needs it off
         with torch.inference_mode(False), attention_backend(model.attention):
-            encoded, uncond = encode_items(items, clip, vae, fps=model.config.fps)
+            encoded, uncond = encode_items(items, clip, vae)
             unet = trainable_copy(model)
             comfy.unload_all()  # only the training copy on the accelerator from here on
             device = model.patcher.load_device
             unet.to(device).train()
             unet.set_gradient_checkpointing(gradient_checkpointing)
-            if stage.lora:
-                trainable = inject_lora(unet, stage.train, rank=lora_rank)
-            else:
-                trainable = apply_stage(unet, stage)
-            run = _Run(model, vae, clip, stage, unet, trainable, encoded, uncond, seed, batch_size, learning_rate,
-                       lora_rank, target, unique_id)
-            losses = run.loop(steps, save_every)
+            trainable = set_up_stage(unet, stage, section)
+            train_step = in_memory_step(unet, model.schedule, vae.patcher.model, trainable, encoded, uncond,
+                                        batch_size=batch_size, seed=seed, total_steps=steps,
+                                        optim=OptimSection(lr=learning_rate), data=DataSection(), device=device)
+            saver = _Saver(model, vae, clip, stage, section, unet, target)
+            hooks = _NodeHooks(saver, steps, learning_rate, unique_id)
+            try:
+                run_loop(train_step, Progress(), steps, hooks, Cadence(save_every=save_every))
+            finally:
+                hooks.bar.close()
         unet.eval().requires_grad_(False)
         label = f"{variant} {steps} steps"
         if stage.lora:
-            result = patched(model, lora_weight_deltas(run.lora_file()), 1.0, label)
+            lora = LoRAFile(lora_state_dict(unet), model.config.name, tuple(stage.train), section.lora_rank,
+                            section.alpha(), section.lora_targets)
+            result = patched(model, lora_weight_deltas(lora), 1.0, label)
         else:
             dtype = next(model.patcher.model.parameters()).dtype
             result = VideoModel(comfy.patcher(unet.to(dtype), "unet"), model.config, model.schedule,
                                 f"{model.name} + {label}", model.attention)
         comfy.free_cache()
-        return (result, {"loss": losses})
+        return (result, {"loss": hooks.losses})
 
 
-class _Run:
-    """The optimisation of one fine-tune (saving on cancel and every ``save_every`` steps)."""
+class _Saver:
+    """Writes the fine-tune's result to its numbered file (atomically): LoRA adapters, or a full checkpoint."""
 
-    def __init__(self, model: VideoModel, vae: VAEModel, clip: TextEncoderModel, stage, unet: UNetModel,
-                 trainable: list, encoded: list[CachedSample], uncond: Tensor, seed: int, batch_size: int,
-                 learning_rate: float, lora_rank: int, target: str | None, unique_id: str | None):
-        self.model, self.vae, self.clip, self.stage, self.unet = model, vae, clip, stage, unet
-        self.seed, self.lora_rank, self.target, self.unique_id = seed, lora_rank, target, unique_id
-        device = model.patcher.load_device
-        self.params = [param for _, param in trainable]
-        self.optimizer = torch.optim.AdamW(self.params, lr=learning_rate, betas=BETAS, weight_decay=WEIGHT_DECAY)
-        self.stream = ItemStream(_Encoded(encoded), seed=seed, local_batch=batch_size)
-        self.maker = BatchMaker(vae.patcher.model, None, model.schedule.num_timesteps, seed=seed,
-                                caption_dropout=UNCOND_PROB, uncond=uncond, device=device)
-        self.device = device
+    def __init__(self, model: VideoModel, vae: VAEModel, clip: TextEncoderModel, stage: Stage,
+                 section: StageSection, unet: UNetModel, target: str | None):
+        self.model, self.vae, self.clip, self.stage, self.section = model, vae, clip, stage, section
+        self.unet, self.target = unet, target
         self.saved_step = 0
 
-    def loop(self, steps: int, save_every: int) -> list[float]:
-        losses: list[float] = []
-        progress = comfy.progress_bar(steps)
-        bar = tqdm(total=steps, desc=f"VC2 {self.stage.name}", unit="step")
-        try:
-            for step in range(1, steps + 1):
-                comfy.check_interrupt()
-                losses.append(self._step(step))
-                progress.update_absolute(step, steps)
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
-                comfy.show_text(f"step {step}/{steps}  loss {losses[-1]:.4f}", self.unique_id)
-                if self.target and save_every and step % save_every == 0:
-                    self.save(step)
-        except BaseException:
-            if self.target and len(losses) > self.saved_step:
-                self.save(len(losses))  # a cancelled run keeps its last completed step
-            raise
-        finally:
-            bar.close()
-        if self.target and self.saved_step != steps:
-            self.save(steps)
-        return losses
-
-    def _step(self, step: int) -> float:
-        batch = self.maker.from_cache("images", self.stream.next_batch())
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(stable_seed(self.seed, "dropout", step))  # the temporal convs' dropout
-            loss = diffusion_loss(self.unet, self.model.schedule, batch.latents, batch.context, batch.fps, None,
-                                  timesteps=batch.timesteps, noise=batch.noise)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"step {step}: the loss is {loss.item()}; lower learning_rate "
-                                     f"(now {self.optimizer.param_groups[0]['lr']:g})")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.item()
-
-    def lora_file(self) -> LoRAFile:
-        return LoRAFile(lora_state_dict(self.unet), self.model.config.name, tuple(self.stage.train),
-                        self.lora_rank, float(self.lora_rank), "attention")
-
     def save(self, step: int) -> None:
+        if self.target is None:
+            return
         if self.stage.lora:
-            save_lora(self.unet, self.target, family=self.model.config.name, groups=self.stage.train,
-                      rank=self.lora_rank, alpha=float(self.lora_rank), targets="attention")
+            write_stage_lora(self.unet, self.model.config.name, self.section, self.target)
         else:
             state = official_state_dict(self.model.schedule, self.unet.state_dict(), self.vae.patcher.model,
                                         self.clip.patcher.model)
@@ -318,3 +245,33 @@ class _Run:
         self.saved_step = step
         tqdm.write(f"VC2 {self.stage.name}: step {step} saved to {self.target}")
 
+
+class _NodeHooks(Hooks):
+    """ComfyUI around the loop: Cancel between steps, its progress bar and step text, the saves, the losses."""
+
+    def __init__(self, saver: _Saver, steps: int, learning_rate: float, unique_id: str | None):
+        self.saver, self.steps, self.learning_rate, self.unique_id = saver, steps, learning_rate, unique_id
+        self.losses: list[float] = []
+        self.progress = comfy.progress_bar(steps)
+        self.bar = tqdm(total=steps, desc=f"VC2 {saver.stage.name}", unit="step")
+
+    def before_step(self, step: int) -> None:
+        comfy.check_interrupt()
+
+    def non_finite(self, step: int, bad: NonFinite) -> None:
+        raise FloatingPointError(f"step {step}: the loss is {bad.loss}; lower learning_rate "
+                                 f"(now {self.learning_rate:g})")
+
+    def after_step(self, step: int, result: StepResult | NonFinite) -> None:
+        self.losses.append(result.loss)
+        self.progress.update_absolute(step, self.steps)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{result.loss:.4f}", refresh=False)
+        comfy.show_text(f"step {step}/{self.steps}  loss {result.loss:.4f}", self.unique_id)
+
+    def save(self, step: int) -> None:
+        self.saver.save(step)
+
+    def stopped(self, done: int) -> None:
+        if done > self.saver.saved_step:
+            self.saver.save(done)  # a cancelled run keeps its last completed step

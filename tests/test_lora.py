@@ -8,12 +8,12 @@ import copy
 import pytest
 import torch
 from conftest import random_unet, tiny_unet_config
+from objective_helpers import drawn_loss
 from safetensors.torch import save_file
 
 from vc2_core.config import ScheduleConfig
 from vc2_core.diffusion import DiffusionSchedule
 from vc2_core.parameter_groups import Group, classify_unet_parameters
-from vc2_core.training import diffusion_loss
 from vc2_core.training.lora import (
     LoRAFile,
     LoRALinear,
@@ -70,7 +70,7 @@ def _train(unet, groups, frames: int, steps: int = 3, targets: str = "attention"
     for _ in range(steps):
         latents = torch.randn(2, 4, frames, 8, 8, generator=g)
         context = torch.randn(2, 77, 32, generator=g)
-        loss = diffusion_loss(unet, SCHEDULE, latents, context, torch.tensor([8, 24]), g)
+        loss = drawn_loss(unet, SCHEDULE, latents, context, torch.tensor([8, 24]), g)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

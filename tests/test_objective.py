@@ -43,11 +43,11 @@ def test_weighted_loss_weights_each_sample_by_its_timestep():
     weights = torch.zeros(SCHEDULE.num_timesteps)
     weights[10], weights[900] = 3.0, 0.5
     with torch.no_grad():
-        each = [float(diffusion_loss(unet, SCHEDULE, latents[i:i + 1], context[i:i + 1], 8, g,
-                                     timesteps=timesteps[i:i + 1], noise=noise[i:i + 1])) for i in range(2)]
-        weighted = float(diffusion_loss(unet, SCHEDULE, latents, context, 8, g, timesteps=timesteps, noise=noise,
+        each = [float(diffusion_loss(unet, SCHEDULE, latents[i:i + 1], context[i:i + 1], 8, timesteps[i:i + 1],
+                                     noise[i:i + 1])) for i in range(2)]
+        weighted = float(diffusion_loss(unet, SCHEDULE, latents, context, 8, timesteps, noise,
                                         weights=weights))
-        ones = float(diffusion_loss(unet, SCHEDULE, latents, context, 8, g, timesteps=timesteps, noise=noise,
+        ones = float(diffusion_loss(unet, SCHEDULE, latents, context, 8, timesteps, noise,
                                     weights=torch.ones(SCHEDULE.num_timesteps)))
     assert weighted == pytest.approx((3.0 * each[0] + 0.5 * each[1]) / 2, rel=1e-5)
     assert ones == pytest.approx((each[0] + each[1]) / 2, rel=1e-5)  # all ones: the plain mean

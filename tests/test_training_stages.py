@@ -5,11 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import random_unet, tiny_unet_config
+from objective_helpers import drawn_loss
 
-from vc2_core.config import ScheduleConfig
+from vc2_core.config import ScheduleConfig, preset
 from vc2_core.diffusion import DiffusionSchedule
 from vc2_core.parameter_groups import Group, classify_unet_parameters
-from vc2_core.training import STAGES, apply_stage, diffusion_loss, drop_captions, get_stage
+from vc2_core.training import STAGES, DataKind, apply_stage, diffusion_loss, get_stage
+from vc2_core.training.batches import BatchMaker, CachedSample
+from vc2_core.training.data import Drawn
+from vc2_core.vae import VideoVAE
 
 SCHEDULE = DiffusionSchedule(ScheduleConfig(use_scale=True, scale_b=0.7))
 
@@ -21,7 +25,7 @@ def train_steps(unet, stage, frames, steps=2, seed=0):
     for _ in range(steps):
         latents = torch.randn(2, 4, frames, 8, 8, generator=g)
         context = torch.randn(2, 77, 32, generator=g)
-        loss = diffusion_loss(unet, SCHEDULE, latents, context, torch.tensor([8, 24]), g)
+        loss = drawn_loss(unet, SCHEDULE, latents, context, torch.tensor([8, 24]), g)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -47,7 +51,7 @@ def test_only_the_stage_groups_change(stage_name, frames):
 
 def test_stage_two_keeps_temporal_and_fps_condition_identical():
     stage = get_stage("F-Spa-DIR")
-    assert stage.name == "spa-dir" and stage.train == {Group.SPATIAL} and stage.data == "images"
+    assert stage.name == "spa-dir" and stage.train == {Group.SPATIAL} and stage.data == {DataKind.IMAGES}
     unet = random_unet(tiny_unet_config())
     frozen = {n: p.detach().clone() for n, p in unet.named_parameters()
               if classify_unet_parameters(unet)[n].group in (Group.TEMPORAL, Group.CONDITIONING)}
@@ -79,12 +83,12 @@ def test_loss_falls_on_a_fixed_batch():
 
     def probe():
         with torch.no_grad():
-            return diffusion_loss(unet, SCHEDULE, latents, context, 8, g, timesteps=probe_t, noise=probe_noise).item()
+            return diffusion_loss(unet, SCHEDULE, latents, context, 8, probe_t, probe_noise).item()
 
     first = probe()
     optimizer = torch.optim.AdamW([p for _, p in apply_stage(unet, STAGES["full"])], lr=1e-3)
     for _ in range(30):
-        loss = diffusion_loss(unet, SCHEDULE, latents, context, 8, g)
+        loss = drawn_loss(unet, SCHEDULE, latents, context, 8, g)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -104,8 +108,7 @@ def test_loss_uses_the_scaled_forward_process():
             return x * 0 + self.weight
 
     z0, noise, t = torch.randn(2, 4, 3, 4, 4), torch.randn(2, 4, 3, 4, 4), torch.tensor([10, 900])
-    loss = diffusion_loss(Spy(), SCHEDULE, z0, torch.zeros(2, 77, 32), 28, torch.Generator(), timesteps=t,
-                          noise=noise)
+    loss = diffusion_loss(Spy(), SCHEDULE, z0, torch.zeros(2, 77, 32), 28, t, noise)
     a = SCHEDULE.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1, 1)
     s = SCHEDULE.scale_arr[t].view(-1, 1, 1, 1, 1)
     torch.testing.assert_close(recorded["x"], a * s * z0 + (1 - a**2).sqrt() * noise)
@@ -114,11 +117,18 @@ def test_loss_uses_the_scaled_forward_process():
 
 
 def test_caption_dropout_uses_the_empty_prompt_embedding():
-    context, uncond = torch.ones(1000, 3, 2), torch.zeros(1, 3, 2)
-    dropped = drop_captions(context, uncond, 0.1, torch.Generator().manual_seed(0))
-    rows = dropped.flatten(1)
+    """BatchMaker replaces an item's text by the embedding of "" with the configured probability, keyed by item."""
+    vae = VideoVAE(preset("tiny").vae)
+    sample = CachedSample(torch.zeros(2 * vae.config.z_channels, 1, 4, 4), torch.ones(3, 2), 8, "x")
+    drawn = [Drawn(key, sample) for key in range(1000)]
+
+    def contexts(prob: float) -> torch.Tensor:
+        maker = BatchMaker(vae, None, 1000, seed=0, caption_dropout=prob, uncond=torch.zeros(1, 3, 2),
+                           device=torch.device("cpu"))
+        return maker.from_cache("images", drawn).context.flatten(1)  # (1000, 3 * 2)
+
+    rows = contexts(0.1)
     assert ((rows == 0).all(1) | (rows == 1).all(1)).all()
     assert 70 < (rows == 0).all(1).sum() < 130  # about 10% of 1000
-    assert torch.equal(drop_captions(context, uncond, 0.0, torch.Generator()), context)
-    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
-        drop_captions(context, uncond, 1.5, torch.Generator())
+    assert torch.equal(contexts(0.1), rows)  # keyed by the items: the same items drop again
+    assert (contexts(0.0) == 1).all()

@@ -1,7 +1,6 @@
-"""Training: which parameters a stage trains, and the diffusion objective (the loop, data and engine follow)."""
+"""Training: stages, the objective, and one loop (loop.py) that ``vc2 train`` and the ComfyUI node drive."""
 
-from .objective import UNCOND_PROB, diffusion_loss, drop_captions, sample_timesteps
-from .stages import STAGES, Stage, apply_stage, get_stage
+from .objective import diffusion_loss
+from .stages import STAGES, DataKind, Stage, apply_stage, get_stage
 
-__all__ = ["STAGES", "UNCOND_PROB", "Stage", "apply_stage", "diffusion_loss", "drop_captions", "get_stage",
-           "sample_timesteps"]
+__all__ = ["STAGES", "DataKind", "Stage", "apply_stage", "diffusion_loss", "get_stage"]

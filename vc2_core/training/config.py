@@ -32,7 +32,7 @@ import tomllib
 import yaml
 
 from ..attention import backend_names
-from .stages import get_stage
+from .stages import DataKind, get_stage
 
 
 class ConfigError(ValueError):
@@ -64,6 +64,10 @@ class StageSection:
     lora_rank: int = 4
     lora_alpha: float | None = None  # None: the rank (scale 1)
     lora_targets: str = "attention"
+
+    def alpha(self) -> float:
+        """The LoRA alpha: ``lora_alpha``, or the rank when unset (scale alpha / rank = 1)."""
+        return self.lora_alpha if self.lora_alpha is not None else float(self.lora_rank)
 
 
 @dataclass(frozen=True)
@@ -316,8 +320,9 @@ def check_config(config: TrainConfig) -> list[str]:
     need(not val.seeds or len(val.seeds) == len(val.prompts), "validation.seeds: one seed per prompt")
     need(config.log.every >= 1, "log.every must be at least 1")
     if stage is not None and config.data.cache is None:  # a cache holds its own data (checked when opened)
-        need("videos" not in stage.data or videos.index is not None, f"stage {stage.name} trains on videos: set "
-             "videos.index" + (" (images.index adds joint image training)" if "images" in stage.data else ""))
-        need(stage.data != "images" or images.index is not None, f"stage {stage.name} trains on images: set "
-             "images.index")
+        need(DataKind.VIDEOS not in stage.data or videos.index is not None, f"stage {stage.name} trains on "
+             "videos: set videos.index" + (" (images.index adds joint image training)"
+                                           if DataKind.IMAGES in stage.data else ""))
+        need(stage.data != {DataKind.IMAGES} or images.index is not None, f"stage {stage.name} trains on images: "
+             "set images.index")
     return problems

@@ -12,14 +12,13 @@ contributes the one clip (frame stride, start, crop) drawn when the cache was wr
       videos/00000000.safetensors ...   moments (2z, t, h, w), context (L, d); metadata fps, source
       images/00000000.safetensors ...
 
-Items are written to temporary names and renamed; ``cache.json`` is written last, so an
-interrupted build is never mistaken for a complete cache.
+Items are written to temporary names and renamed (:func:`vc2_core.files.write_atomically`);
+``cache.json`` is written last, so an interrupted build is never mistaken for a complete cache.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +28,15 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..config import ModelConfig
+from ..files import write_atomically, write_text_atomically
 from ..model import VideoCrafter
+from ..text import TextEncoder
+from ..vae import VideoVAE
 from .batches import CachedSample
-from .data import Skipped, SkipReport, draw_generator
+from .data import Sample, Skipped, SkipReport, draw_generator
 
 Tensor = torch.Tensor
 FORMAT = "vc2-latent-cache"
-KINDS = ("videos", "images")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,32 @@ class LatentCache:
             return handle.get_tensor("context")
 
 
+@dataclass(frozen=True)
+class HeldItems:
+    """Encoded samples held in memory, as an ItemSource: a latent cache of a few items (the ComfyUI node's)."""
+
+    samples: list[CachedSample]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int, generator: torch.Generator) -> CachedSample:
+        del generator  # an encoded item is fixed
+        return self.samples[index]
+
+
+@torch.no_grad()
+def encode_sample(vae: VideoVAE, text_encoder: TextEncoder, sample: Sample) -> CachedSample:
+    """A sample's posterior moments (2z, t, h, w) and caption embedding (L, d), float32 on the CPU; the networks
+    run on their own device and dtype."""
+    weight = next(vae.parameters())
+    pixels = sample.pixels.unsqueeze(0).to(weight.device, weight.dtype)  # (1, 3, t, H, W)
+    b, c, t, height, width = pixels.shape
+    moments = vae.encode_moments(pixels.permute(0, 2, 1, 3, 4).reshape(t, c, height, width))  # (t, 2z, h, w)
+    context = text_encoder.encode([sample.caption])[0]  # (L, d)
+    return CachedSample(moments.transpose(0, 1).float().cpu(), context.float().cpu(), sample.fps, sample.source)
+
+
 def build_cache(model: VideoCrafter, datasets: dict[str, object], root: str | Path, *, seed: int,
                 device: torch.device | str = "cpu", show_progress: bool = True,
                 report: SkipReport | None = None) -> dict:
@@ -106,32 +133,27 @@ def build_cache(model: VideoCrafter, datasets: dict[str, object], root: str | Pa
     kinds = {}
     with torch.no_grad():
         _save(root / "uncond.safetensors", {"context": text.encode([""])[0].float().cpu()}, {})
-        for kind, dataset in datasets.items():
-            folder = root / kind
-            folder.mkdir(exist_ok=True)
-            written, shape = 0, None
-            for index in tqdm(range(len(dataset)), desc=f"cache {kind}", unit="item", disable=not show_progress):
-                item = dataset.load(index, draw_generator(seed, index, f"cache/{kind}"))
-                report.add(item)
-                if isinstance(item, Skipped):
-                    continue
-                pixels = item.pixels.unsqueeze(0).to(device, next(vae.parameters()).dtype)  # (1, 3, t, H, W)
-                b, c, t, height, width = pixels.shape
-                moments = vae.encode_moments(pixels.permute(0, 2, 1, 3, 4).reshape(t, c, height, width))
-                moments = moments.transpose(0, 1).half().cpu()  # (2z, t, h, w)
-                context = text.encode([item.caption])[0].half().cpu()  # (L, d)
-                _save(folder / f"{written:08d}.safetensors", {"moments": moments, "context": context},
-                      {"fps": str(item.fps), "source": item.source, "caption": item.caption})
-                written, shape = written + 1, list(moments.shape)
-            kinds[kind] = {"count": written, "moments_shape": shape}
+    for kind, dataset in datasets.items():
+        folder = root / kind
+        folder.mkdir(exist_ok=True)
+        written, shape = 0, None
+        for index in tqdm(range(len(dataset)), desc=f"cache {kind}", unit="item", disable=not show_progress):
+            item = dataset.load(index, draw_generator(seed, index, f"cache/{kind}"))
+            report.add(item)
+            if isinstance(item, Skipped):
+                continue
+            encoded = encode_sample(vae, text, item)  # stored in float16
+            _save(folder / f"{written:08d}.safetensors", {"moments": encoded.moments.half(),
+                                                           "context": encoded.context.half()},
+                  {"fps": str(item.fps), "source": item.source, "caption": item.caption})
+            written, shape = written + 1, list(encoded.moments.shape)
+        kinds[kind] = {"count": written, "moments_shape": shape}
     info = {"format": FORMAT, "family": model.config.name, "z_channels": model.config.vae.z_channels,
             "seed": seed, "kinds": kinds, "skipped": report.to_dict()}
-    (root / "cache.json.tmp").write_text(json.dumps(info, indent=1))
-    os.replace(root / "cache.json.tmp", root / "cache.json")
+    write_text_atomically(root / "cache.json", json.dumps(info, indent=1))
     return info
 
 
 def _save(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata=metadata)
-    os.replace(temporary, path)
+    state = {k: v.contiguous() for k, v in tensors.items()}
+    write_atomically(path, lambda temporary: save_file(state, temporary, metadata=metadata))

@@ -5,8 +5,8 @@
 
 ``q_sample`` applies VideoCrafter2's latent scale (``x_t = sqrt(a_t) s_t z0 + sqrt(1 - a_t) eps``)
 when the schedule has ``use_scale``, exactly as sampling undoes it. The fps condition is passed
-to the UNet for every sample (a model without fps_cond ignores it). Caption dropout replaces a
-sample's text embedding by the embedding of "" (the unconditional prompt the samplers use).
+to the UNet for every sample (a model without fps_cond ignores it). Timesteps, noise and caption
+dropout are drawn per item in :mod:`vc2_core.training.batches`.
 
 Optionally each sample's MSE is weighted by its noise level (:func:`snr_weights`); the objective stays
 eps-prediction, only the share of each noise level in the gradient changes.
@@ -21,22 +21,6 @@ import torch.nn.functional as F
 from ..diffusion.schedule import DiffusionSchedule
 
 Tensor = torch.Tensor
-UNCOND_PROB = 0.05  # caption dropout of the lvdm training configs (DynamiCrafter's uncond_prob)
-
-
-def sample_timesteps(batch: int, num_timesteps: int, generator: torch.Generator) -> Tensor:
-    """(batch,) int64 timesteps, uniform over the schedule, drawn on the CPU generator."""
-    return torch.randint(0, num_timesteps, (batch,), generator=generator)
-
-
-def drop_captions(context: Tensor, uncond: Tensor, prob: float, generator: torch.Generator) -> Tensor:
-    """context (b, L, d) with each row replaced by uncond (1, L, d) with probability ``prob``."""
-    if not 0.0 <= prob <= 1.0:
-        raise ValueError(f"caption dropout probability must be in [0, 1]; got {prob}")
-    if prob == 0.0:
-        return context
-    drop = torch.rand(context.shape[0], generator=generator) < prob
-    return torch.where(drop.to(context.device).view(-1, 1, 1), uncond.to(context.dtype), context)
 
 
 def signal_to_noise(schedule: DiffusionSchedule) -> Tensor:
@@ -59,22 +43,17 @@ def snr_weights(schedule: DiffusionSchedule, cap: float) -> Tensor:
 
 
 def diffusion_loss(unet: nn.Module, schedule: DiffusionSchedule, latents: Tensor, context: Tensor,
-                   fps: Tensor | int | None, generator: torch.Generator, *, timesteps: Tensor | None = None,
-                   noise: Tensor | None = None, weights: Tensor | None = None) -> Tensor:
+                   fps: Tensor | int | None, timesteps: Tensor, noise: Tensor, *,
+                   weights: Tensor | None = None) -> Tensor:
     """Scalar float32 MSE between the UNet's noise prediction and the noise.
 
     latents: (b, c, t, h, w) scaled VAE latents (t = 1 for an image as a one-frame clip);
-    context: (b, L, d). Timesteps and noise are drawn from ``generator`` (CPU) unless given.
-    weights: optional (T,) per-timestep weights (:func:`snr_weights`); each sample's mean squared error
-    is multiplied by the weight of its timestep.
+    context: (b, L, d); timesteps: (b,) int64; noise: like latents (drawn per item by the caller:
+    :class:`vc2_core.training.batches.BatchMaker`). weights: optional (T,) per-timestep weights
+    (:func:`snr_weights`); each sample's mean squared error is multiplied by the weight of its timestep.
     """
     if latents.ndim != 5:
         raise ValueError(f"latents must be (b, c, t, h, w); got {tuple(latents.shape)}")
-    batch = latents.shape[0]
-    if timesteps is None:
-        timesteps = sample_timesteps(batch, schedule.num_timesteps, generator)
-    if noise is None:
-        noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
     timesteps, noise = timesteps.to(latents.device), noise.to(latents.device, torch.float32)
     x_t = schedule.q_sample(latents.float(), timesteps, noise)
     dtype = next(unet.parameters()).dtype

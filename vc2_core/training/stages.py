@@ -23,43 +23,60 @@ both spellings ("F-Spa-DIR", "spa-dir"). The groups are those of
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch.nn as nn
 
 from ..parameter_groups import Group, select_parameters
+from .lora import inject_lora
 
-DATA_KINDS = ("videos+images", "videos", "images")
+if TYPE_CHECKING:
+    from .config import StageSection
+
+
+class DataKind(enum.StrEnum):
+    """A kind of training data; the value is the config section and the latent cache's folder."""
+
+    VIDEOS = "videos"
+    IMAGES = "images"
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
     train: frozenset[Group]  # the parameter groups that receive updates
-    data: str  # one of DATA_KINDS
+    data: frozenset[DataKind]  # the kinds of data it trains on
     summary: str
     lora: bool = False  # train low-rank adapters on the groups' attention layers instead of the weights
 
+    def kinds(self) -> tuple[DataKind, ...]:
+        """The stage's data kinds in a fixed order (videos, then images)."""
+        return tuple(kind for kind in DataKind if kind in self.data)
 
-def _stage(name: str, groups: tuple[Group, ...], data: str, summary: str, lora: bool = False) -> Stage:
-    return Stage(name, frozenset(groups), data, summary, lora)
+
+def _stage(name: str, groups: tuple[Group, ...], data: tuple[DataKind, ...], summary: str,
+           lora: bool = False) -> Stage:
+    return Stage(name, frozenset(groups), frozenset(data), summary, lora)
 
 
 _ALL = (Group.SPATIAL, Group.TEMPORAL, Group.CONDITIONING)
+_VIDEOS, _IMAGES = (DataKind.VIDEOS,), (DataKind.IMAGES,)
 STAGES = {s.name: s for s in (
-    _stage("full", _ALL, "videos+images", "stage 1: all UNet parameters on videos jointly with images"),
-    _stage("partial", (Group.TEMPORAL, Group.CONDITIONING), "videos",
+    _stage("full", _ALL, _VIDEOS + _IMAGES, "stage 1: all UNet parameters on videos jointly with images"),
+    _stage("partial", (Group.TEMPORAL, Group.CONDITIONING), _VIDEOS,
            "P-base: temporal modules and the fps condition on videos; spatial frozen"),
-    _stage("spa-dir", (Group.SPATIAL,), "images",
+    _stage("spa-dir", (Group.SPATIAL,), _IMAGES,
            "stage 2 (F-Spa-DIR): spatial modules only, on high-quality images; temporal and fps condition frozen"),
-    _stage("temp-dir", (Group.TEMPORAL,), "images", "F-Temp-DIR: temporal modules only, on images"),
-    _stage("spa-temp-dir", (Group.SPATIAL, Group.TEMPORAL), "images",
+    _stage("temp-dir", (Group.TEMPORAL,), _IMAGES, "F-Temp-DIR: temporal modules only, on images"),
+    _stage("spa-temp-dir", (Group.SPATIAL, Group.TEMPORAL), _IMAGES,
            "F-Spa&Temp-DIR: spatial and temporal modules, on images; fps condition frozen"),
-    _stage("spa-lora", (Group.SPATIAL,), "images", "F-Spa-LORA / P-Spa-LORA: LoRA on the spatial modules, on images",
+    _stage("spa-lora", (Group.SPATIAL,), _IMAGES, "F-Spa-LORA / P-Spa-LORA: LoRA on the spatial modules, on images",
            lora=True),
-    _stage("temp-lora", (Group.TEMPORAL,), "images",
+    _stage("temp-lora", (Group.TEMPORAL,), _IMAGES,
            "F-Temp-LORA / P-Temp-LORA: LoRA on the temporal modules, on images", lora=True),
-    _stage("spa-temp-lora", (Group.SPATIAL, Group.TEMPORAL), "images",
+    _stage("spa-temp-lora", (Group.SPATIAL, Group.TEMPORAL), _IMAGES,
            "F-Spa&Temp-LORA: LoRA on the spatial and temporal modules, on images", lora=True),
 )}
 
@@ -93,3 +110,11 @@ def apply_stage(unet: nn.Module, stage: Stage) -> list[tuple[str, nn.Parameter]]
         groups_named = ", ".join(sorted(g.value for g in stage.train))
         raise ValueError(f"stage {stage.name!r} trains nothing in this UNet (groups: {groups_named})")
     return trainable
+
+
+def set_up_stage(unet: nn.Module, stage: Stage, section: StageSection) -> list[tuple[str, nn.Parameter]]:
+    """Freeze by stage, or inject the section's LoRA adapters; the (name, parameter)s the optimizer gets."""
+    if stage.lora:
+        return inject_lora(unet, stage.train, rank=section.lora_rank, alpha=section.alpha(),
+                           targets=section.lora_targets)
+    return apply_stage(unet, stage)
