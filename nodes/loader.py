@@ -31,7 +31,7 @@ class VC2CheckpointLoader:
                           {"tooltip": "A checkpoint in ComfyUI/models/videocrafter."}),
             "dtype": (list(DTYPES), {"default": "fp32",
                                      "tooltip": "Weight dtype. fp32 is the released precision; bf16/fp16 halve "
-                                                "the memory on GPUs (the VAE stays fp32 under fp16)."}),
+                                                "the memory on GPUs (the VAE always stays fp32)."}),
             "attention": (list(backend_names()), {
                 "default": default_backend(),
                 "tooltip": "Attention backend. auto: the Triton temporal kernel on CUDA in bf16/fp16 inference, "

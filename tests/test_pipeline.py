@@ -94,10 +94,11 @@ def test_bf16_follows_fp32(tiny_model):
     assert correlation > 0.95, correlation
 
 
-def test_fp16_keeps_the_vae_in_fp32():
-    model = cast_for_inference(VideoCrafter(preset("tiny")), torch.float16)
-    assert next(model.unet.parameters()).dtype == torch.float16
-    assert next(model.text_encoder.parameters()).dtype == torch.float16
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_keeps_the_vae_in_fp32(dtype):
+    model = cast_for_inference(VideoCrafter(preset("tiny")), dtype)
+    assert next(model.unet.parameters()).dtype == dtype
+    assert next(model.text_encoder.parameters()).dtype == dtype
     assert next(model.vae.parameters()).dtype == torch.float32
 
 

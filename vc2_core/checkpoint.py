@@ -139,8 +139,8 @@ def build_model(checkpoint: RecognisedCheckpoint, *, device: str | torch.device 
     """The model of a recognised checkpoint, weights loaded strictly, each network built once.
 
     Every network is cast to ``dtype`` once, from the file's tensors; ``for_inference`` uses the
-    per-network :func:`~vc2_core.precision.inference_dtypes` instead (under fp16 the VAE stays
-    float32 and keeps the file's float32 values exactly). The UNet (three quarters of the weights) is
+    per-network :func:`~vc2_core.precision.inference_dtypes` instead (the VAE stays float32
+    and keeps the file's float32 values exactly). The UNet (three quarters of the weights) is
     built on the meta device and takes the file's tensors directly: no time spent on a random
     initialisation and no second copy in memory. The schedule is derived from the config, never read.
     """

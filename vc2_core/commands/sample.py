@@ -83,7 +83,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the first prompt; prompt i uses seed + i")
     p.add_argument("--batch-size", type=_at_least(1), default=1, help="prompts sampled together (default 1)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
-                   help="weights and compute (default fp32; under fp16 the VAE stays fp32)")
+                   help="weights and compute (default fp32; the VAE always stays fp32)")
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--attention", choices=backend_names(),
                    help="attention backend (default: $VC2_ATTENTION, else auto: the Triton temporal kernel on CUDA "
