@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config import ModelConfig
-from ..pipeline import pixel_multiple
+from ..config import ModelConfig, size_problems
 from .config import TrainConfig
 from .data import Images, ItemStream, Skipped, SkipReport, VideoClips, read_image_index, read_video_index
 from .latent_cache import LatentCache
@@ -72,7 +71,7 @@ def open_sources(config: TrainConfig, stage: Stage, mc: ModelConfig, rank: int, 
 
 def _size(height: int | None, width: int | None, mc: ModelConfig, what: str) -> tuple[int, int]:
     height, width = height or mc.height, width or mc.width
-    multiple = pixel_multiple(mc)
-    if height % multiple or width % multiple:
-        raise ValueError(f"{what}: {height}x{width} is not a multiple of {multiple} (the VAE factor times the UNet's)")
+    problems = size_problems(mc, height, width)
+    if problems:
+        raise ValueError(f"{what}: " + "; ".join(problems))
     return height, width
