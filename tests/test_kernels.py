@@ -148,9 +148,8 @@ def test_a_fallback_is_logged_once_per_block_and_counted(caplog):
     assert fallback_counts()[("triton", "sdpa")] == before + 12 and len(caplog.records) == 4
 
 
-@pytest.mark.skipif(DEVICE == "cuda", reason="the CPU refusal")
 def test_triton_on_the_cpu_without_the_interpreter_is_an_error(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # CUDA machines do not set it
     q = torch.randn(3, 16, 2, 32)
     with pytest.raises(RuntimeError, match=r"backend 'triton' cannot run here: CUDA tensors only \(got cpu; "):
         attention(q, q, q, backend="triton")
