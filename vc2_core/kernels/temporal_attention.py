@@ -132,10 +132,14 @@ def _backward_kernel(q_ptr, k_ptr, v_ptr, do_ptr, dq_ptr, dk_ptr, dv_ptr, BH, H,
     tl.store(dv_ptr + g_offs, dv.to(dv_ptr.dtype.element_ty), mask=g_mask)
 
 
+def padded_block(length: int, head_dim: int) -> tuple[int, int]:
+    """(SEQ, DIM): the powers of two (at least 16) that a program's block pads the frames and head dim to."""
+    return max(16, triton.next_power_of_2(length)), max(16, triton.next_power_of_2(head_dim))
+
+
 def _launch_args(q: Tensor, config: tuple[int, int] | None) -> dict:
     batch, length, heads, head_dim = q.shape
-    seq = max(16, triton.next_power_of_2(length))
-    dim = max(16, triton.next_power_of_2(head_dim))
+    seq, dim = padded_block(length, head_dim)
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     group, warps = config or launch_config(batch * heads, seq, dim, fill_gpu=not interpreted)
     return {
