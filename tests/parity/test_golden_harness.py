@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
-from golden_case import GoldenCase, compare
-from golden_kinds import ddim
+from golden_case import GoldenCase, compare, goldens_dir
+from golden_kinds import ddim, text
 
 REL = 1e-4
 
@@ -47,3 +48,18 @@ def test_ddim_trajectories_are_compared_per_step(name):
 def test_ddim_single_tensors_are_compared_whole():
     assert ddim.tolerance("eta1.samples", torch.zeros(2, 4)) == ("rel", REL)
     assert ddim.tolerance("eta1.video", torch.zeros(2, 3)) == ("rel", REL)
+
+
+def text_case_with_mask(mask: torch.Tensor) -> GoldenCase:
+    case = GoldenCase.load(goldens_dir() / "clip_tiny_penultimate.safetensors")
+    return dataclasses.replace(case, tensors={**case.tensors, "buf.model.attn_mask": mask})
+
+
+def test_text_attention_mask_is_checked_against_the_encoder():
+    causal = torch.full((77, 77), float("-inf")).triu(1)  # open_clip's mask: 0 on and below the diagonal
+    with torch.no_grad():
+        text.produce(text_case_with_mask(causal))
+        with pytest.raises(AssertionError, match=r"attn_mask: our encoder differs at 1 \(query, key\) pairs"):
+            text.produce(text_case_with_mask(causal.index_put((torch.tensor(3), torch.tensor(5)), torch.tensor(0.0))))
+        with pytest.raises(AssertionError, match="attn_mask: entries other than 0 and -inf"):
+            text.produce(text_case_with_mask(causal.clamp(min=-1e9)))
