@@ -12,6 +12,7 @@ from vc2_core.attention import (
     attention,
     attention_backend,
     backend_names,
+    count_backend_calls,
     current_backend,
     relative_position_attention,
     resolve_backend,
@@ -114,6 +115,21 @@ def test_the_context_reaches_the_layers():
         with attention_backend("xformers"), pytest.raises(RuntimeError, match="'xformers' cannot run here"):
             layer(x)  # the layer runs the block's backend (xformers needs CUDA)
     torch.testing.assert_close(sdpa, math, rtol=0, atol=1e-5)
+
+
+def test_calls_are_counted_by_the_backend_that_ran_them():
+    q = torch.randn(2, 4, 1, 8)
+    with count_backend_calls() as outer:
+        attention(q, q, q, backend="math")
+        with count_backend_calls() as inner, attention_backend("sdpa"):
+            attention(q, q, q)
+            attention(q, q, q, backend="auto")  # auto's rule on the CPU: SDPA
+        thread = threading.Thread(target=lambda: attention(q, q, q, backend="math"))
+        thread.start()
+        thread.join()  # another thread's calls are not this block's
+    attention(q, q, q, backend="math")  # outside the blocks: not counted
+    assert inner == {"sdpa": 2}
+    assert outer == {"math": 1, "sdpa": 2}
 
 
 def call(device="cpu", dtype=torch.float32, q_shape=(2, 16, 2, 8), k_shape=None, needs_grad=False) -> AttentionCall:

@@ -27,6 +27,14 @@ def discover() -> list[Path]:
     return sorted(goldens_dir().glob("*.safetensors"))
 
 
+def read_sidecar(path: Path) -> dict:
+    """The sidecar ``NAME.json`` of the case file ``NAME.safetensors``."""
+    sidecar_path = path.with_suffix(".json")
+    if not sidecar_path.exists():
+        raise FileNotFoundError(f"golden {path.name} has no sidecar {sidecar_path.name}")
+    return json.loads(sidecar_path.read_text())
+
+
 @dataclass
 class GoldenCase:
     name: str
@@ -36,10 +44,7 @@ class GoldenCase:
 
     @classmethod
     def load(cls, path: Path) -> GoldenCase:
-        sidecar_path = path.with_suffix(".json")
-        if not sidecar_path.exists():
-            raise FileNotFoundError(f"golden {path.name} has no sidecar {sidecar_path.name}")
-        return cls(path.stem, path, json.loads(sidecar_path.read_text()), load_file(str(path)))
+        return cls(path.stem, path, read_sidecar(path), load_file(str(path)))
 
     @property
     def kind(self) -> str:
@@ -65,11 +70,53 @@ def max_abs_diff(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return (actual.double() - expected.double()).abs().max().item() if expected.numel() else 0.0
 
 
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |a-b| / max |b| (max |a-b| where the golden is all zeros)."""
+    scale = expected.double().abs().max().item() if expected.numel() else 0.0
+    return max_abs_diff(actual, expected) / (scale or 1.0)
+
+
+# One check per tolerance kind: (actual, expected, value) -> what is wrong, or None.
+def _equal(actual, expected, value) -> str | None:
+    return None if torch.equal(actual.to(expected.dtype), expected) else "values differ"
+
+
+def _allclose(actual, expected, value) -> str | None:
+    rtol, atol = value
+    if torch.allclose(actual.double(), expected.double(), rtol=rtol, atol=atol, equal_nan=False):
+        return None
+    return f"not allclose(rtol={rtol}, atol={atol}); max |diff| {max_abs_diff(actual, expected):.3g}"
+
+
+def _abs(actual, expected, value) -> str | None:
+    err = max_abs_diff(actual, expected)
+    return None if err <= value else f"max |diff| = {err:.3g} > {value}"
+
+
+def _rel(actual, expected, value) -> str | None:
+    err = relative_error(actual, expected)
+    return None if err <= value else f"max |diff| / max |golden| = {err:.3g} > {value}"
+
+
+def _rel_per_step(actual, expected, value) -> str | None:
+    """Dim 0 indexes steps; each step is compared against its own max |golden| (FORMAT.md section 3)."""
+    errors = [relative_error(a, e) for a, e in zip(actual, expected)]  # one per step
+    worst = max(range(len(errors)), key=errors.__getitem__, default=None)
+    if worst is None or errors[worst] <= value:
+        return None
+    failing = sum(err > value for err in errors)
+    return f"step {worst}: max |diff| / max |golden| = {errors[worst]:.3g} > {value} ({failing} of {len(errors)} fail)"
+
+
+CHECKS = {"equal": _equal, "allclose": _allclose, "abs": _abs, "rel": _rel, "rel_per_step": _rel_per_step}
+
+
 def compare(case: GoldenCase, produced: dict[str, torch.Tensor], tolerance) -> list[str]:
     """Check every recorded output; returns one line per problem (an unchecked output is a problem).
 
     ``tolerance(name, expected) -> (kind, value)`` with kind "abs" (max |a-b|), "rel" (max |a-b| / max |b|),
-    "allclose" (value = (rtol, atol)) or "equal".
+    "rel_per_step" ("rel" for each index of dim 0, the step axis of a stacked trajectory), "allclose"
+    (value = (rtol, atol)) or "equal".
     """
     problems = []
     for name, expected in case.outputs().items():
@@ -81,22 +128,7 @@ def compare(case: GoldenCase, produced: dict[str, torch.Tensor], tolerance) -> l
             problems.append(f"out.{name}: shape {tuple(actual.shape)} != golden {tuple(expected.shape)}")
             continue
         how, value = tolerance(name, expected)
-        if how == "equal":
-            ok = torch.equal(actual.to(expected.dtype), expected)
-            detail = "values differ"
-        elif how == "allclose":
-            rtol, atol = value
-            ok = torch.allclose(actual.double(), expected.double(), rtol=rtol, atol=atol, equal_nan=False)
-            detail = f"not allclose(rtol={rtol}, atol={atol}); max |diff| {max_abs_diff(actual, expected):.3g}"
-        elif how == "rel":
-            scale = expected.double().abs().max().item() or 1.0
-            err = max_abs_diff(actual, expected) / scale
-            ok = err <= value
-            detail = f"max |diff| / max |golden| = {err:.3g} > {value}"
-        else:
-            err = max_abs_diff(actual, expected)
-            ok = err <= value
-            detail = f"max |diff| = {err:.3g} > {value}"
-        if not ok:
-            problems.append(f"out.{name}: {detail}")
+        problem = CHECKS[how](actual, expected, value)
+        if problem is not None:
+            problems.append(f"out.{name}: {problem}")
     return problems

@@ -2,7 +2,14 @@
 
 from .backends import AUTO
 from .constraints import AttentionCall
-from .dispatch import attention, attention_backend, current_backend, default_backend, fallback_counts
+from .dispatch import (
+    attention,
+    attention_backend,
+    count_backend_calls,
+    current_backend,
+    default_backend,
+    fallback_counts,
+)
 from .registry import backend_names, check_backend_name, resolve_backend
 from .relative_position import relative_position_attention
 
@@ -13,6 +20,7 @@ __all__ = [
     "attention_backend",
     "backend_names",
     "check_backend_name",
+    "count_backend_calls",
     "current_backend",
     "default_backend",
     "fallback_counts",

@@ -11,6 +11,11 @@ torch.compile cannot trace ``ContextVar.get`` (a graph break at every attention 
 thread-local attribute and guards on it, so a compiled UNet is retraced when a block changes the choice.
 Under torch.compile, ``VC2_ATTENTION`` is read once, when the graph is traced.
 
+Which backend ran is observable: inside ``with count_backend_calls() as counts:``, ``counts`` (a
+``Counter``) counts this thread's eager calls by the backend that computed them (the parity tests use it
+to show that a rerun with ``math`` or ``triton`` really ran on it). Calls inside a compiled graph are not
+counted.
+
 A fallback is never silent: when the asked-for backend does not cover a call (``triton`` and
 cross-attention, say) and the call runs on another, a warning says so once per ``attention_backend``
 block (once per process outside blocks) and :func:`fallback_counts` counts it: per call, and under
@@ -38,6 +43,7 @@ log = logging.getLogger(__name__)
 _BLOCK = threading.local()  # .name and .logged of this thread's innermost attention_backend block
 _LOGGED_OUTSIDE_BLOCKS: set[tuple[str, str]] = set()  # (requested, check) warned about outside any block
 _FALLBACKS: collections.Counter[tuple[str, str]] = collections.Counter()  # (requested, used) -> calls
+_COUNTING = threading.local()  # .counts: the Counter of this thread's innermost count_backend_calls block
 
 
 def default_backend() -> str:
@@ -68,6 +74,23 @@ def attention_backend(name: str | None) -> Iterator[str]:
         yield chosen
     finally:
         _BLOCK.name, _BLOCK.logged = outer
+
+
+@contextmanager
+def count_backend_calls() -> Iterator[collections.Counter[str]]:
+    """Count the eager attention calls of the block (in this thread) by the backend that ran them.
+
+    Yields a ``Counter`` {backend name: calls}, e.g. {"triton": 12, "sdpa": 4} when triton hands its
+    cross-attention calls to SDPA. An enclosing block counts the calls of the blocks inside it too."""
+    outer = getattr(_COUNTING, "counts", None)
+    counts: collections.Counter[str] = collections.Counter()
+    _COUNTING.counts = counts
+    try:
+        yield counts
+    finally:
+        _COUNTING.counts = outer
+        if outer is not None:
+            outer.update(counts)
 
 
 def fallback_counts() -> dict[tuple[str, str], int]:
@@ -106,4 +129,6 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, backend:
         note_fallback_when_traced(fallback.requested, fallback.used, fallback.check)
     elif fallback is not None:
         note_fallback(fallback.requested, fallback.used, fallback.check, fallback.reason)
+    if not torch.compiler.is_compiling() and getattr(_COUNTING, "counts", None) is not None:
+        _COUNTING.counts[chosen.name] += 1
     return chosen.run(q, k, v, causal)
