@@ -6,10 +6,11 @@
 (1.16) fails deep inside its setup or, worse, quietly runs something else:
 
 - FSDP on a CPU runs plain DDP (accelerate wraps a model in FSDP only on GPU-like devices);
-- DeepSpeed with ``run.cpu: true`` runs plain DDP; without the ``deepspeed`` package or a GPU it fails;
+- DeepSpeed with ``run.cpu: true`` runs plain DDP (read in its code; deepspeed is not installed here);
+  without the ``deepspeed`` package or a GPU it fails inside its setup;
 - processes launched with ``run.cpu: false`` on a machine without CUDA do not form a process group:
   each trains alone on the same items and writes the same output folder;
-- more processes than CUDA devices on a machine fail when a process takes a device that does not exist.
+- more processes on a machine than it has CUDA devices: a process would take a device that does not exist.
 
 :func:`check_launch` turns each case into one message (a ``ValueError``: ``vc2 train`` prints it and
 exits with status 1).
