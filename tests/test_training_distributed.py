@@ -49,10 +49,11 @@ RELATIVE_TOLERANCE = 5e-3
 # The step-1 gradient bound. A weight gradient entry is a sum over the batch's samples and positions, at most
 # N = 2 samples x 8 frames x 8x8 latent positions = 1024 terms; one process sums them in one reduction, two
 # sum 512 each and add. Each rounding has a relative error below u = 2^-24 and a random sign, so two summation
-# orders differ by about u * sqrt(N) times the size of the terms (1.9e-6; worst case u * N), and the terms are
-# no larger than the largest gradient entry G. A factor 4 covers the rounding of the layers a gradient passes
-# through before that sum. Checked: |difference| <= tol * |gradient| over the whole gradient, and each entry
-# within tol * G. Measured: 0.14 and 0.07 of these bounds.
+# orders differ by about u * sqrt(N) times the size of the terms (1.9e-6; worst case u * N). Here the terms are
+# no larger than the largest gradient entry G (the rounding noise left on gradients that are exactly zero in
+# exact arithmetic, ~1e-9, points to terms of ~5e-4; G is ~0.1). A factor 4 covers the rounding of the layers
+# a gradient passes through before that sum. Checked: |difference| <= tol * |gradient| over the whole
+# gradient, and each entry within tol * G. Measured: 0.14 and 0.07 of these bounds.
 SUMMED_TERMS = 2 * 8 * 8 * 8
 GRADIENT_TOLERANCE = 4 * 2.0**-24 * SUMMED_TERMS**0.5
 # FSDP vs DDP after three steps, same measure as RELATIVE_TOLERANCE. With two processes each gradient entry is
