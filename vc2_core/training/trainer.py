@@ -32,6 +32,7 @@ from .checkpoints import gather, load_run_checkpoint
 from .config import TrainConfig
 from .data import SkipReport
 from .latent_cache import LatentCache
+from .launch_check import check_launch
 from .loop import Cadence, Progress, run_loop
 from .run_hooks import NonFiniteLoss, RunHooks
 from .sources import data_sets, open_sources
@@ -117,6 +118,7 @@ def _accelerator(config: TrainConfig, out: Path):
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
+    check_launch(config.run.cpu)  # before accelerate sets up an engine this machine cannot run
     accelerator = Accelerator(
         cpu=config.run.cpu, mixed_precision=config.run.mixed_precision,
         log_with="tensorboard" if config.log.tensorboard else None,
