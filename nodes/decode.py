@@ -33,6 +33,8 @@ class VC2VAEDecode:
         if samples.ndim != 5 or samples.shape[1] != channels:
             raise ValueError(f"latent: expected video latents (batch, {channels}, frames, h, w) from VC2 Sampler; "
                              f"got {tuple(samples.shape)}")
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames {chunk_frames}: must be at least 1")
         comfy.load([vae.patcher])
         network = vae.patcher.model
         device, dtype = vae.patcher.load_device, next(network.parameters()).dtype

@@ -11,6 +11,7 @@ loop hooks: Cancel between steps, the progress bar, numbered files, the LOSS_MAP
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import torch
@@ -185,6 +186,10 @@ class VC2SpatialFineTune:
               images: Tensor | None = None, caption: str = "", image_folder: str = "", unique_id: str | None = None):
         if variant not in VARIANTS:
             raise ValueError(f"variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+        if steps < 1:
+            raise ValueError(f"steps {steps}: must be at least 1")
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"learning_rate {learning_rate}: must be positive")
         section = StageSection(name=VARIANTS[variant], lora_rank=lora_rank)
         stage = get_stage(section.name)
         check_size(model, height, width)
@@ -252,6 +257,7 @@ class _NodeHooks(Hooks):
     def __init__(self, saver: _Saver, steps: int, learning_rate: float, unique_id: str | None):
         self.saver, self.steps, self.learning_rate, self.unique_id = saver, steps, learning_rate, unique_id
         self.losses: list[float] = []
+        self.diverged = False  # a non-finite loss stopped the run: its weights are not worth saving
         self.progress = comfy.progress_bar(steps)
         self.bar = tqdm(total=steps, desc=f"VC2 {saver.stage.name}", unit="step")
 
@@ -259,8 +265,9 @@ class _NodeHooks(Hooks):
         comfy.check_interrupt()
 
     def non_finite(self, step: int, bad: NonFinite) -> None:
+        self.diverged = True
         raise FloatingPointError(f"step {step}: the loss is {bad.loss}; lower learning_rate "
-                                 f"(now {self.learning_rate:g})")
+                                 f"(now {self.learning_rate:g}); the diverged weights were not saved")
 
     def after_step(self, step: int, result: StepResult | NonFinite) -> None:
         self.losses.append(result.loss)
@@ -273,5 +280,5 @@ class _NodeHooks(Hooks):
         self.saver.save(step)
 
     def stopped(self, done: int) -> None:
-        if done > self.saver.saved_step:
+        if done > self.saver.saved_step and not self.diverged:
             self.saver.save(done)  # a cancelled run keeps its last completed step

@@ -45,5 +45,8 @@ class VC2EmptyVideoLatent:
 
     def make(self, model: VideoModel, width: int, height: int, frames: int, batch_size: int):
         check_size(model, height, width)
+        for name, value in (("frames", frames), ("batch_size", batch_size)):
+            if value < 1:
+                raise ValueError(f"{name} {value}: must be at least 1")
         shape = latent_shape(model.config, frames, height, width, batch_size)  # (b, z, t, h, w)
         return ({"samples": torch.zeros(shape, device=comfy.intermediate_device())},)

@@ -40,6 +40,8 @@ class VC2CheckpointLoader:
 
     def load(self, ckpt_name: str, dtype: str, attention: str):
         check_backend_name(attention)
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
         path = comfy.full_path(comfy.MODEL_FOLDER, ckpt_name)
         try:
             model, info = load_checkpoint(path, dtype=DTYPES[dtype], for_inference=True)

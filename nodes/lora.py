@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ..vc2_core.training.lora import LoRAError, lora_weight_deltas, read_lora
 from . import comfy
 from .types import MODEL_TYPE, VideoModel
@@ -39,6 +41,8 @@ class VC2LoraLoader:
         }}
 
     def apply(self, model: VideoModel, lora_name: str, strength: float):
+        if not math.isfinite(strength):
+            raise ValueError(f"strength {strength}: must be finite")
         path = comfy.full_path(comfy.LORA_FOLDER, lora_name)
         try:
             lora = read_lora(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -101,6 +102,13 @@ class VC2Sampler:
             raise ValueError(f"latent: expected a video latent (batch, {config.unet.in_channels}, frames, h, w) "
                              f"from VC2 Empty Video Latent; got {tuple(samples.shape)}")
         batch = samples.shape[0]
+        for name, value in (("cfg", cfg), ("eta", eta)):
+            if not math.isfinite(value):
+                raise ValueError(f"{name} {value}: must be a finite number")
+        if not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed {seed}: must be in [0, 2**64 - 1]")
+        if seed + batch - 1 > MAX_SEED:
+            raise ValueError(f"seed {seed}: a batch of {batch} needs seeds up to {seed + batch - 1}, over 2**64 - 1")
         settings = GenerationSettings(
             fps=fps, steps=steps, cfg=cfg, eta=eta, sampler=sampler_name, context_frames=context_frames or None,
             context_overlap=context_overlap if context_frames else None, context_loop=context_loop,

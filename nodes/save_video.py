@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -40,6 +41,8 @@ class VC2SaveVideo:
     def save(self, images, fps: float, format: str, filename_prefix: str, prompt=None, extra_pnginfo=None):
         if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
             raise ValueError(f"images: expected frames [N, H, W, 3]; got {tuple(images.shape)}")
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps {fps}: must be a positive number")
         if format not in FORMATS:
             raise ValueError(f"format {format!r}: choose one of {', '.join(FORMATS)}")
         frames = (images.float().clamp(0, 1) * 255).round().byte().cpu().numpy()  # (N, H, W, 3)

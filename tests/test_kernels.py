@@ -112,15 +112,18 @@ def test_refuses_what_it_cannot_run():
     long = torch.randn(1, limits.MAX_SEQ + 1, 1, 64, device=DEVICE)
     with pytest.raises(ValueError, match="sequences of at most"):
         kernel.temporal_attention(long, long, long)
-    assert kernel.unsupported_reason(q[:, :4, :, :64], torch.randn(2, 77, 2, 64), torch.randn(2, 77, 2, 64)) is not None
+    cross = kernel.unsupported_reason(q[:, :4, :, :64], torch.randn(2, 77, 2, 64), torch.randn(2, 77, 2, 64))
+    assert cross == "self-attention shapes only (q (2, 4, 2, 64), k (2, 77, 2, 64))"
+    assert kernel.unsupported_reason(q[..., :64], q[..., :64], q[..., :64]) is None  # within the limits
 
 
 def test_triton_backend_runs_the_kernel_where_it_applies_and_sdpa_elsewhere():
     g = torch.Generator().manual_seed(6)
     q = torch.randn(3, 16, 2, 32, generator=g)
     cross_q, text = torch.randn(3, 40, 2, 32, generator=g), torch.randn(3, 77, 2, 32, generator=g)
-    torch.testing.assert_close(attention(q, q, q, backend="triton"), kernel.temporal_attention(q, q, q),
-                               rtol=0, atol=0)
+    on_triton = attention(q, q, q, backend="triton")
+    torch.testing.assert_close(on_triton, kernel.temporal_attention(q, q, q), rtol=0, atol=0)
+    assert not torch.equal(on_triton, attention(q, q, q, backend="sdpa"))  # so the equality above tells them apart
     torch.testing.assert_close(attention(cross_q, text, text, backend="triton"),
                                attention(cross_q, text, text, backend="sdpa"), rtol=0, atol=0)
 
@@ -157,7 +160,8 @@ def test_triton_on_the_cpu_without_the_interpreter_is_an_error(monkeypatch):
 
 def test_auto_rule_on_cpu_is_sdpa():
     q = torch.randn(3, 16, 2, 64)
-    assert resolve_backend("auto", AttentionCall.of(q, q, q)) == resolve_backend("sdpa", AttentionCall.of(q, q, q))
+    backend, fallback = resolve_backend("auto", AttentionCall.of(q, q, q))
+    assert (backend.name, fallback) == ("sdpa", None)
 
 
 @pytest.mark.parametrize("device, dtype, q_shape, k_shape, needs_grad, expected", [
@@ -187,13 +191,16 @@ from vc2_core.config import preset
 from vc2_core.modules import UNetModel
 assert not module_installed("triton")
 q = torch.randn(2, 16, 2, 64)
-attention(q, q, q)
+torch.testing.assert_close(attention(q, q, q), attention(q, q, q, backend="math"), rtol=1e-5, atol=1e-5)
 config = preset("tiny").unet
-UNetModel(config).eval()(torch.randn(1, 4, 2, 8, 8), 10, torch.randn(1, 77, config.context_dim))
+out = UNetModel(config).eval()(torch.randn(1, 4, 2, 8, 8), 10, torch.randn(1, 77, config.context_dim))
+assert out.shape == (1, 4, 2, 8, 8) and out.isfinite().all()
 try:
     attention(q, q, q, backend="triton")
 except RuntimeError as error:
     print(error)
+else:
+    raise AssertionError("the triton backend ran without Triton")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -219,6 +219,8 @@ def test_sampler_batch_seeds_context_windows_and_preview(comfy):
     assert comfy.previews[-1] == ("JPEG", (1, 4, 16, 4 * 24), 512)  # four frames side by side
     windowed = sample(model, clip, steps=2, frames=8, seed=5, context_frames=4, context_overlap=2)["samples"]
     assert windowed.shape == (1, 4, 8, 16, 24) and torch.isfinite(windowed).all()
+    plain = sample(model, clip, steps=2, frames=8, seed=5)["samples"]
+    assert (windowed - plain).abs().max() > 1e-4  # the windows were used (the UNet saw 4 frames at a time)
     whole = sample(model, clip, steps=2, frames=4, seed=5)["samples"]
     covered = sample(model, clip, steps=2, frames=4, seed=5, context_frames=4, context_overlap=1)["samples"]
     assert torch.equal(covered, whole)  # one window covering every frame is plain sampling
@@ -231,7 +233,7 @@ def test_sampler_accepts_comfyui_conditioning_of_the_right_width_only(comfy):
                    context_overlap=4, context_loop=False)
     long_prompt = [[torch.randn(1, 154, 32), {"pooled_output": torch.randn(1, 32)}]]  # CLIP Text Encode, 2 chunks
     out = node("VC2_Sampler").sample(model, long_prompt, encode(clip, ""), latent, **options)[0]
-    assert torch.isfinite(out["samples"]).all()
+    assert out["samples"].shape == (1, 4, 4, 16, 24) and torch.isfinite(out["samples"]).all()
     sd15 = [[torch.randn(1, 77, 768), {}]]
     with pytest.raises(ValueError, match="width 32.*CLIP Text Encode"):
         node("VC2_Sampler").sample(model, sd15, encode(clip, ""), latent, **options)
@@ -310,7 +312,7 @@ def test_spatial_finetune_changes_only_spatial_tensors_inside_inference_mode(com
     model, clip, vae = load_tiny()
     before = _state(model.patcher)
     with torch.inference_mode():  # ComfyUI executes every node under inference mode
-        tuned, loss = node("VC2_SpatialFineTune").train(**_finetune_options(model, clip, vae))
+        tuned, loss = node("VC2_SpatialFineTune").train(**_finetune_options(model, clip, vae, unique_id="9"))
     assert len(loss["loss"]) == 3 and all(np.isfinite(loss["loss"]))
     after = _state(tuned.patcher)
     groups = _groups(tuned.patcher.model)
@@ -321,10 +323,13 @@ def test_spatial_finetune_changes_only_spatial_tensors_inside_inference_mode(com
     saved = comfy.root / "models" / "videocrafter" / "ft_00001.safetensors"
     reloaded, _ = load_checkpoint(saved)
     assert all(torch.equal(v, after[k]) for k, v in reloaded.unet.state_dict().items())
-    assert any("loss" in text for _, text in comfy.texts) or comfy.texts == []
+    # each step's loss under the running node (ComfyUI's progress text), the values of the LOSS_MAP
+    assert comfy.texts == [("9", f"step {i}/3  loss {value:.4f}") for i, value in enumerate(loss["loss"], 1)]
     assert comfy.progress[-1] == (3, 3)
-    # the fine-tuned model samples
-    assert torch.isfinite(sample(tuned, clip, steps=2)["samples"]).all()
+    # the fine-tuned model samples, with its own weights
+    tuned_latent = sample(tuned, clip, steps=2)["samples"]
+    assert torch.isfinite(tuned_latent).all()
+    assert (tuned_latent - sample(model, clip, steps=2)["samples"]).abs().max() > 1e-4
 
 
 def test_spatial_lora_finetune_then_lora_loader(comfy):

@@ -5,18 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vc2_core.commands.train import parse_overrides
-from vc2_core.training.config import ConfigError, TrainConfig, config_from_dict, load_config
+from vc2_core.training.config import _PATH_FIELDS, ConfigError, config_from_dict, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "trainers" / "configs"
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
+    raw = yaml.safe_load(path.read_text())
     config = load_config(path)
-    assert Path(config.run.output_dir).is_absolute()  # resolved against the config's folder
-    assert config.optim.lr > 0
+    for section, name in _PATH_FIELDS:  # every path the file gives, resolved against the config's folder
+        given = raw.get(section, {}).get(name)
+        assert getattr(getattr(config, section), name) == (None if given is None else str(path.parent / given))
+    assert Path(config.run.output_dir).is_absolute()
+    assert config.optim.lr == raw.get("optim", {}).get("lr", 5e-5) and config.stage.name == raw["stage"]["name"]
+    assert config_from_dict(config.to_dict()) == config  # every field survives (what a run writes to config.json)
 
 
 def test_paper_settings_in_the_recipe_configs():
@@ -52,7 +58,7 @@ def test_stage_data_requirements():
     with pytest.raises(ConfigError, match="trains on videos: set videos.index"):
         config_from_dict({"model": {"preset": "tiny"}, "stage": {"name": "full"}})
     config = config_from_dict({"model": {"preset": "tiny"}, "stage": {"name": "partial"}, "videos": {"index": "v"}})
-    assert isinstance(config, TrainConfig)
+    assert (config.stage.name, config.videos.index, config.images.index) == ("partial", "v", None)
 
 
 def test_yaml_and_toml_give_the_same_config(tmp_path):

@@ -135,7 +135,7 @@ def test_a_dataset_of_broken_files_raises(media):
     clips = media["clips"]
     entries = [VideoEntry(clips / name, name) for name in ("zero.mp4", "random.mp4", "gone.mp4", "short.mp4")]
     stream = ItemStream(VideoClips(entries, frames=8, height=16, width=16), seed=0, local_batch=2)
-    with pytest.raises(RuntimeError, match="no usable items") as error:
+    with pytest.raises(ValueError, match="no usable items") as error:
         stream.next_batch()
     assert "skipped 4 of 4 items (100.0%): missing 1, unreadable 2, too short 1" in str(error.value)
 

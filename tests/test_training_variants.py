@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from tiny_media import make_images, make_videos, media_config
 
 from vc2_core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from vc2_core.commands.main import main
 from vc2_core.config import preset
 from vc2_core.detect import CheckpointError
 from vc2_core.keys import UNET_PREFIX
@@ -73,22 +75,37 @@ def test_lora_stage_saves_adapters_that_merge_into_a_checkpoint(stage, media, ba
     assert (expected - got).abs().max() < 1e-5  # float32 merge rounding (measured ~5e-6)
 
 
-def test_latent_cache_trains_the_same_items(media, base_checkpoint, tmp_path):
+def test_latent_cache_trains_the_same_items(media, base_checkpoint, tmp_path, capsys):
     cache = tmp_path / "cache"
     common = ["--config", str(CONFIGS / "tiny_stage2.yaml"), "--no-progress", "--set",
               f"model.checkpoint={base_checkpoint}", "--set", f"images.index={media['images']}", "--set",
               f"data.cache={cache}"]
-    built = subprocess.run([sys.executable, "-m", "vc2_core.cli", "cache", *common], capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr
+    assert main(["cache", *common]) == 0
+    assert "unreadable 1" in capsys.readouterr().out
     info = json.loads((cache / "cache.json").read_text())
     assert info["kinds"]["images"]["count"] == 6 and info["skipped"]["counts"] == {"unreadable": 1}
-    assert "unreadable 1" in built.stdout
-    config = media_config("tiny_stage2.yaml", tmp_path / "run", media, model={"checkpoint": str(base_checkpoint)},
-                        data={"cache": str(cache)}, run={"max_steps": 3}, checkpoint={"every": 3})
-    summary = train(config, show_progress=False)
-    assert summary.steps == 3 and torch.isfinite(torch.tensor(summary.last_loss))
-    again = subprocess.run([sys.executable, "-m", "vc2_core.cli", "cache", *common], capture_output=True, text=True)
-    assert again.returncode == 1 and "already there" in again.stderr  # a complete cache is never overwritten
+    cached_sources = []
+    for item in sorted((cache / "images").glob("*.safetensors")):
+        with safe_open(str(item), framework="pt") as handle:
+            cached_sources.append(Path(handle.metadata()["source"]).name)
+    readable = ["00-red.png", "01-green.png", "02-blue.png", "03-yellow.png", "04-red.png", "05-green.png"]
+    assert cached_sources == readable  # in index order, broken.png left out
+
+    # the same six images on disk: a run from them and a run from the cache draw the same item at every
+    # position, with the same keyed timesteps and noise, so their losses differ by the cache's float16 only
+    clean = {"videos": media["videos"], "images": make_images(tmp_path / "clean", broken=False)}
+    runs = {}
+    for name, data, sources in (("cache", {"cache": str(cache)}, media), ("media", {}, clean)):
+        config = media_config("tiny_stage2.yaml", tmp_path / name, sources, data=data,
+                              model={"checkpoint": str(base_checkpoint)}, run={"max_steps": 3},
+                              checkpoint={"every": 3})
+        assert train(config, show_progress=False).steps == 3
+        runs[name] = [json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    torch.testing.assert_close(runs["cache"], runs["media"], rtol=1e-3, atol=0)
+    assert max(runs["media"]) - min(runs["media"]) > 1e-2  # the steps' items differ: equal losses are no accident
+
+    assert main(["cache", *common]) == 1  # a complete cache is never overwritten
+    assert "already there" in capsys.readouterr().err
 
 
 def test_ema_and_validation_videos(media, base_checkpoint, tmp_path):

@@ -12,5 +12,6 @@
 
 Each module adds its parser with ``add_parser(commands)`` and sets ``run``, a function of the parsed
 arguments that returns the exit status. Bad input raises :class:`~vc2_core.commands.usage.UsageError`
-(or a library's ValueError), which ``main`` prints without a traceback, exiting with status 1.
+(or a library's ValueError, or an OSError of a file), which ``main`` prints on one line without a
+traceback, exiting with status 1 (tests/test_bad_input.py tries every command with bad input).
 """

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .usage import UsageError, seed
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
@@ -23,13 +25,27 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--base", type=Path, help="load this base instead of the shipped one (a file written by "
                                                 "--from-scratch)")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the data and the training")
+    demo.add_argument("--seed", type=seed, default=0, help="seed of the data and the training")
     demo.set_defaults(run=run)
+
+
+def check_base(path: Path) -> None:
+    """``--base``: a readable VideoCrafter checkpoint of the demo's world model (checked before anything is written)."""
+    from ..checkpoint import inspect_checkpoint
+    from ..experiments.runs import world_model_config
+
+    _, info = inspect_checkpoint(path)
+    expected = world_model_config().name
+    if info.config.name != expected:
+        raise UsageError(f"--base {path} is a {info.config.name} model; the demo's base is a {expected} model "
+                         "(a file written by vc2 demo --from-scratch)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..experiments.demo import run_demo
 
+    if args.base is not None and not args.from_scratch:
+        check_base(args.base)
     report = run_demo(args.out, preset=args.preset, seed=args.seed, base=args.base, from_scratch=args.from_scratch)
     print(f"done: {report} (and {report.parent}/stage1_vs_stage2.mp4, .gif, loss_curves.png, metrics.png)")
     return 0

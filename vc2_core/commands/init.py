@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..config import PRESET_NAMES, preset
-from .usage import check_output_file
+from .usage import check_output_file, seed
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                                            "layout (safetensors). Not a trained model.")
     init.add_argument("--preset", choices=PRESET_NAMES, required=True)
     init.add_argument("--out", type=Path, required=True, help="output .safetensors file")
-    init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--seed", type=seed, default=0)
     init.add_argument("--randomize-zero-init", action="store_true",
                       help="also give random values to the layers the official init sets to zero, so the "
                            "model's output is not identically 0")

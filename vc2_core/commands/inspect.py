@@ -12,7 +12,7 @@ import torch
 from ..config import PRESET_NAMES, ModelConfig, preset
 from ..files import write_text_atomically
 from ..keys import TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX
-from .usage import UsageError
+from .usage import UsageError, check_output_file
 
 NON_PERSISTENT_BUFFERS = [TEXT_PREFIX + "model.attn_mask", "lvlb_weights"]
 
@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     if args.preset and args.checkpoint:
         raise UsageError("give a checkpoint file or --preset, not both")
     if args.preset:
+        if args.manifest:
+            check_output_file(args.manifest, ".json", "--manifest")
         with torch.device("meta"):
             model = VideoCrafter(preset(args.preset))
         manifest = _manifest(model)

@@ -13,9 +13,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:  # UsageError and CheckpointError are ValueErrors
-        print(f"vc2 {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:  # UsageError, CheckpointError, ConfigError; files that cannot be written
+        print(f"vc2 {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 1
+
+
+def one_line(error: BaseException) -> str:
+    """The message on one line: a list of problems (``head:\\n  - a\\n  - b``) becomes ``head: a; b``."""
+    lines = [line.strip().removeprefix("- ") for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    head, rest = lines[0], lines[1:]
+    return head + (" " + "; ".join(rest) if rest else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,4 +33,3 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (inspect, init, sample, train, lora, demo, study):  # the order of `vc2 --help`
         command.add_parser(commands)
     return parser
-

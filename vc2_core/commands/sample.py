@@ -21,7 +21,7 @@ from ..attention import attention_backend, backend_names
 from ..diffusion import SAMPLERS, SPACINGS
 from ..precision import DTYPES
 from ..video_io import check_output_path, output_format
-from .usage import UsageError
+from .usage import UsageError, check_seed_range, seed
 
 DEFAULT_SEED = 123  # the official run_text2video.sh
 
@@ -46,6 +46,8 @@ def _non_negative(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value >= 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
     return value
 
 
@@ -80,7 +82,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--save-fps", type=_at_least(1),
                    help="frame rate written to the file when it should differ from --fps (the official script "
                         "writes 10)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the first prompt; prompt i uses seed + i")
+    p.add_argument("--seed", type=seed, default=DEFAULT_SEED, help="seed of the first prompt; prompt i uses seed + i")
     p.add_argument("--batch-size", type=_at_least(1), default=1, help="prompts sampled together (default 1)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
                    help="weights and compute (default fp32; the VAE always stays fp32)")
@@ -166,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     prompts = read_prompts(args)
+    check_seed_range(args.seed, len(prompts), f"{len(prompts)} prompts")
     paths = output_paths(args.out, len(prompts))
     device = resolve_device(args.device)
     settings = GenerationSettings(

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from .usage import UsageError, seed
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -20,7 +23,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                           help="quick (default): bases of 1,500 steps, about 40 minutes a seed on a 2-core CPU "
                                "(estimated from the demo's step rates); full: bases of 3,000 steps; "
                                "tiny: seconds (tests)")
-    coupling.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+    coupling.add_argument("--seeds", type=seed, nargs="+", default=[0, 1, 2],
                           help="training seeds, at least two (default 0 1 2)")
     coupling.add_argument("--out", default="runs/study-coupling", help="output folder (default runs/study-coupling)")
     coupling.set_defaults(run=run_coupling)
@@ -29,6 +32,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run_coupling(args: argparse.Namespace) -> int:
     from ..experiments.study import run_study
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file; give a folder (it is created if missing)")
     report = run_study(args.out, preset=args.preset, seeds=tuple(args.seeds))
     print(f"done: {report} (and results.json and the charts beside it)")
     return 0

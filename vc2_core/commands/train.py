@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -65,11 +66,17 @@ def run_train(args: argparse.Namespace) -> int:
     from ..training.trainer import NonFiniteLoss, train
 
     config = load_config(args.config, parse_overrides(args.overrides))
+    out = Path(config.run.output_dir)
+    made_here = not out.exists()
     try:
         summary = train(config, resume=args.resume, show_progress=not args.no_progress)
     except NonFiniteLoss as error:
         print(f"vc2 train: stopped: {error}", file=sys.stderr)
         return 2
+    except (ValueError, OSError):
+        if made_here and not _trained_anything(out):  # refused for bad input (a checkpoint, the data)
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     if not summary.main_process:
         return 0 if summary.parameters_identical else 3
     per_step = summary.seconds / max(summary.steps, 1)
@@ -82,6 +89,13 @@ def run_train(args: argparse.Namespace) -> int:
         print("vc2 train: warning: the trained parameters differ between processes", file=sys.stderr)
         return 3
     return 0
+
+
+def _trained_anything(out: Path) -> bool:
+    """Whether a run folder holds a logged step or a checkpoint (kept whatever stopped the run)."""
+    from ..training import run_dir
+
+    return (out / "metrics.jsonl").exists() or run_dir.latest_checkpoint(out) is not None
 
 
 def run_cache(args: argparse.Namespace) -> int:

@@ -174,14 +174,14 @@ def load_config(path: str | Path, overrides: dict[str, dict] | None = None) -> T
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    text = path.read_text()
+    if path.suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(f"{path}: a training config is .yaml, .yml or .toml")
     try:
-        if path.suffix == ".toml":
-            raw = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            raw = yaml.safe_load(text) or {}
-        else:
-            raise ConfigError(f"{path}: a training config is .yaml, .yml or .toml")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error})") from None
+    try:
+        raw = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {error}") from None
     if not isinstance(raw, dict):

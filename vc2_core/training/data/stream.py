@@ -142,8 +142,8 @@ class ItemStream:
             if isinstance(item, Skipped):
                 self._failed.add(index)
                 if len(self._failed) == len(self.dataset):
-                    raise RuntimeError(f"the dataset has no usable items: all {len(self.dataset)} were skipped, "
-                                       f"none loaded\n{self.report.summary()}")
+                    raise ValueError(f"the dataset has no usable items: all {len(self.dataset)} were skipped, "
+                                     f"none loaded\n{self.report.summary()}")
                 continue
             self._failed.clear()
             batch.append(Drawn(position, item))
