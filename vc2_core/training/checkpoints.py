@@ -1,13 +1,13 @@
 """Writing and reading a ``vc2 train`` checkpoint folder (its layout is described in :mod:`.run_dir`).
 
 Every process takes part (accelerate's engine state and FSDP's gathered weights need them all); the
-main process writes the folder under a temporary name and renames it when it is complete.
+main process writes the folder under a temporary name, flushes it to the disk and renames it when it
+is complete (:func:`vc2_core.files.publish_folder`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import save_checkpoint
+from ..files import make_folder, publish_folder
 from ..model import VideoCrafter
 from . import run_dir
 from .config import StageSection, TrainConfig
@@ -36,7 +37,7 @@ def save_run_checkpoint(accelerator, config: TrainConfig, model: VideoCrafter, t
     main = accelerator.is_main_process
     if main:
         shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir(parents=True)
+        make_folder(temporary)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(temporary / "state"))
     unet_state = accelerator.get_state_dict(train_step.unet)  # gathered (FSDP); every process takes part
@@ -57,7 +58,7 @@ def save_run_checkpoint(accelerator, config: TrainConfig, model: VideoCrafter, t
             "ema_updates": ema.updates if ema is not None else None,
         }
         (temporary / run_dir.PROGRESS).write_text(json.dumps(record, indent=1))
-        os.replace(temporary, final)  # the checkpoint exists only once it is complete (a folder: one rename)
+        publish_folder(temporary, final)  # the checkpoint exists only once it is complete (a folder: one rename)
         run_dir.prune(out, config.checkpoint.keep_last)
     accelerator.wait_for_everyone()
     return final
