@@ -3,11 +3,17 @@
 Every process takes part (accelerate's engine state and FSDP's gathered weights need them all); the
 main process writes the folder under a temporary name, flushes it to the disk and renames it when it
 is complete (:func:`vc2_core.files.publish_folder`).
+
+Test-only fault injection: with ``VC2_TEST_EXIT_INSIDE_CHECKPOINT_WRITE=N`` in the environment, the
+main process exits at once (``os._exit``: no cleanup, as under SIGKILL) in the middle of writing
+checkpoint N, after its engine state and weights and before its ``progress.json``, so a test can
+kill a run inside a checkpoint write deterministically. Nothing else reads the variable.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -23,6 +29,9 @@ from .loop import Progress
 from .lora import save_lora
 from .stages import get_stage
 from .step import Optimisation, TrainStep
+
+EXIT_INSIDE_WRITE = "VC2_TEST_EXIT_INSIDE_CHECKPOINT_WRITE"
+EXIT_INSIDE_WRITE_STATUS = 86  # the exit status of that fault, which a test can tell from a crash
 
 
 def save_run_checkpoint(accelerator, config: TrainConfig, model: VideoCrafter, train_step: TrainStep,
@@ -50,6 +59,8 @@ def save_run_checkpoint(accelerator, config: TrainConfig, model: VideoCrafter, t
             save_file({k: v.contiguous() for k, v in ema.shadow.items()}, str(temporary / "ema.safetensors"))
             with ema.swapped_in():
                 write_weights(model, config, temporary, None, suffix="-ema")
+        if os.environ.get(EXIT_INSIDE_WRITE) == str(step):
+            os._exit(EXIT_INSIDE_WRITE_STATUS)  # the test-only fault (see the module's docstring)
         record = {
             "step": step, "stage": config.stage.name, "world_size": accelerator.num_processes,
             "positions": {kind: [p[kind] for p in positions] for kind in sources},
