@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from vc2_core.model import split_official_state_dict
 from vc2_core.modules import UNetModel
 from vc2_core.parameter_groups import Group, classify_unet_parameters
 from vc2_core.training.checkpoints import EXIT_INSIDE_WRITE, EXIT_INSIDE_WRITE_STATUS
+from vc2_core.training.engine_state import UntrustedState
 from vc2_core.training.trainer import NonFiniteLoss, train
 from vc2_core.video_io import read_video
 
@@ -119,6 +122,35 @@ def test_model_attention_is_the_backend_of_the_run(media, tmp_path):
                           run={"max_steps": 1})
     with pytest.raises(RuntimeError, match="attention backend 'xformers' cannot run here: CUDA tensors only"):
         train(config, show_progress=False)
+
+
+class _MakesMarker:
+    """Unpickled by a full unpickler, this creates the folder ``marker``: the proof that a pickle's code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+@pytest.mark.parametrize("name", ["optimizer.bin", "random_states_0.pkl"])
+def test_resume_refuses_a_state_pickle_that_would_run_code(stage1, media, name, tmp_path):
+    # accelerate reads both with torch.load; a refused random_states file it would skip silently
+    out, marker = tmp_path / "run", tmp_path / "code_ran"
+    shutil.copytree(stage1.output_dir, out)
+    planted = out / "checkpoints" / "step-00000006" / "state" / name
+    assert planted.is_file()  # the file accelerate wrote there is replaced
+    torch.save({"state": {}, "param_groups": [], "payload": _MakesMarker(marker)}, planted)
+    torch.load(planted, weights_only=False)  # the payload is live: a full unpickler runs it
+    assert marker.is_dir()
+    marker.rmdir()
+    config = media_config("tiny_stage1.yaml", out, media, run={"max_steps": 7}, checkpoint={"every": 3})
+    with pytest.raises(UntrustedState, match=rf"state/{re.escape(name)}: refused to resume: its pickle calls "
+                                             r"os\.makedirs, which could run code .* nothing in it was executed"):
+        train(config, resume="auto", show_progress=False)
+    assert not marker.exists()
+    assert not (out / "checkpoints" / "step-00000007").exists()
 
 
 def run_cli(args: list[str], **kwargs) -> subprocess.Popen:

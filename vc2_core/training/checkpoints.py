@@ -25,6 +25,7 @@ from ..files import make_folder, publish_folder
 from ..model import VideoCrafter
 from . import run_dir
 from .config import StageSection, TrainConfig
+from .engine_state import check_engine_state
 from .loop import Progress
 from .lora import save_lora
 from .stages import get_stage
@@ -93,9 +94,14 @@ def write_stage_lora(unet: nn.Module, family: str, section: StageSection, path: 
 
 
 def load_run_checkpoint(accelerator, folder: Path, optimisation: Optimisation) -> Progress:
-    """Restore the engine, scheduler and EMA state of a checkpoint; the progress to continue from."""
+    """Restore the engine, scheduler and EMA state of a checkpoint; the progress to continue from.
+
+    ``state/`` is checked first (:func:`.engine_state.check_engine_state`): a file that is not plain data
+    stops the resume with an :class:`.engine_state.UntrustedState` naming it, before accelerate reads any.
+    """
     record = json.loads((folder / run_dir.PROGRESS).read_text())
-    accelerator.load_state(str(folder / "state"))
+    check_engine_state(folder / "state")
+    accelerator.load_state(str(folder / "state"), load_kwargs={"weights_only": True})
     optimisation.scheduler.load_state_dict(record["scheduler"])
     ema = optimisation.ema
     if ema is not None:
