@@ -149,7 +149,8 @@ def test_lora_and_model_files_are_published_durably(syncs, tmp_path):
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     base = tmp_path_factory.mktemp("media")
-    return {"videos": make_videos(base / "videos", broken=False), "images": make_images(base / "images", broken=False)}
+    return {"videos": make_videos(base / "videos", broken=False),
+            "images": make_images(base / "images", count=2, broken=False)}
 
 
 def test_latent_cache_items_are_published_durably_before_cache_json(syncs, media, tmp_path):
