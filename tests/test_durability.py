@@ -40,9 +40,10 @@ class SyncLog:
     def __init__(self, real):
         self.real, self.calls, self.target = real, [], None
 
-    def watch(self, target: Path) -> SyncLog:
+    def watch(self, target: Path) -> Path:
+        """Start a new record, noting in each call whether ``target`` exists; returns ``target``."""
         self.target, self.calls = target, []
-        return self
+        return target
 
     def __call__(self, path) -> None:
         path = Path(path)
@@ -94,7 +95,7 @@ def assert_folder_published(calls: list[Sync], target: Path) -> None:
 def test_write_atomically_syncs_the_file_before_the_rename_and_the_folder_after(syncs, tmp_path):
     target = tmp_path / "out.txt"
     files.write_text_atomically(target, "old")
-    files.write_text_atomically(syncs.watch(target).target, "newer")  # over an existing file
+    files.write_text_atomically(syncs.watch(target), "newer")  # over an existing file
     assert len(syncs.calls) == 2
     temporary, parent = syncs.calls
     assert temporary.path.parent == tmp_path and temporary.path.name.startswith(".out.txt.")
@@ -107,7 +108,7 @@ def test_publish_folder_syncs_every_file_and_folder_then_the_parent(syncs, tmp_p
     (temporary / "sub" / "deeper").mkdir(parents=True)
     for name in ("a.bin", "sub/b.json", "sub/deeper/c.txt"):
         (temporary / name).write_text(name)
-    files.publish_folder(temporary, syncs.watch(tmp_path / "result").target)
+    files.publish_folder(temporary, syncs.watch(tmp_path / "result"))
     assert len(syncs.calls) == 3 + 3 + 1  # 3 files, 3 folders (the temporary one included), the parent
     assert_folder_published(syncs.calls, tmp_path / "result")
 
@@ -121,7 +122,7 @@ def test_make_folder_syncs_the_parent_of_each_new_folder(syncs, tmp_path):
 
 @pytest.mark.parametrize("name", ["clip.gif", "clip.mp4", "frames"])
 def test_videos_are_published_durably(syncs, name, tmp_path):
-    target = syncs.watch(tmp_path / name).target
+    target = syncs.watch(tmp_path / name)
     write_video(target, np.zeros((2, 8, 8, 3), np.uint8), 8)
     if name == "frames":
         assert_folder_published(syncs.calls, target)  # a folder of PNGs
@@ -133,14 +134,14 @@ def test_videos_are_published_durably(syncs, name, tmp_path):
 def test_lora_and_model_files_are_published_durably(syncs, tmp_path):
     unet = random_unet(tiny_unet_config())
     inject_lora(unet, ["spatial"], rank=2)
-    target = syncs.watch(tmp_path / "lora.safetensors").target
+    target = syncs.watch(tmp_path / "lora.safetensors")
     save_lora(unet, target, family="tiny", groups=["spatial"], rank=2, alpha=None, targets="attention")
     assert len(syncs.calls) == 2
     assert_file_published(syncs.calls, target)
 
     model = VideoCrafter(preset("tiny"))
     for name in ("model.safetensors", "model.ckpt"):
-        target = syncs.watch(tmp_path / name).target
+        target = syncs.watch(tmp_path / name)
         save_checkpoint(model, target)
         assert len(syncs.calls) == 2
         assert_file_published(syncs.calls, target)
@@ -172,7 +173,7 @@ def test_latent_cache_items_are_published_durably_before_cache_json(syncs, media
 
 def test_a_run_checkpoint_is_published_durably(syncs, media, tmp_path):
     config = media_config("tiny_stage1.yaml", tmp_path / "run", media, run={"max_steps": 1}, checkpoint={"every": 1})
-    target = syncs.watch(tmp_path / "run" / "checkpoints" / "step-00000001").target
+    target = syncs.watch(tmp_path / "run" / "checkpoints" / "step-00000001")
     train(config, show_progress=False)
     assert_folder_published(until_published(syncs.calls), target)
     assert {"state", "model.safetensors", "progress.json"} <= {p.name for p in target.iterdir()}
