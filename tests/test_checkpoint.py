@@ -14,6 +14,7 @@ from vc2_core.config import preset
 from vc2_core.detect import recognise
 from vc2_core.diffusion import DiffusionSchedule
 from vc2_core.model import VideoCrafter
+from vc2_core.training.engine_state import UntrustedState, check_engine_state
 
 
 def _golden(reference_dir, name):
@@ -132,6 +133,28 @@ def test_pickle_that_would_run_code_is_refused_unexecuted(tmp_path, monkeypatch)
     raw.write_bytes(pickle.dumps(_RunsCode(), protocol=2))  # a legacy (non-zip) pickle
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(raw)
+    assert not (tmp_path / "vc2_pickle_was_executed").exists()
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")  # dcp.save in one process, as asked
+def test_engine_state_check_reads_a_distributed_checkpoint_index_without_running_code(tmp_path, monkeypatch):
+    # FSDP's sharded engine state is a torch.distributed.checkpoint folder, whose .metadata index torch reads
+    # with the plain unpickler; check_engine_state reads it with one that knows only the index's classes
+    import torch.distributed.checkpoint as dcp
+
+    monkeypatch.chdir(tmp_path)
+    state = tmp_path / "state"
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    dcp.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()},
+             checkpoint_id=state / "pytorch_model_fsdp_0", no_dist=True)
+    check_engine_state(state)  # a real index (tensors, chunks, bytes entries, dtypes, sizes, its path) passes
+    index = state / "pytorch_model_fsdp_0" / ".metadata"
+    index.write_bytes(pickle.dumps(_RunsCode(), protocol=2))
+    with pytest.raises(UntrustedState, match=r"\.metadata: refused to resume: its pickle calls (posix|os)\.system"):
+        check_engine_state(state)
     assert not (tmp_path / "vc2_pickle_was_executed").exists()
 
 

@@ -2,8 +2,9 @@
 
 The format follows the output path: ``.mp4``, ``.gif``, ``.webp``, and anything without one of
 those suffixes is a folder of ``frame_0000.png``... with a ``video.json`` that records the fps.
-Files are written under a temporary name in the same folder and renamed when complete, so a
-failure never leaves a half-written video behind.
+Files (and PNG folders) are written under a temporary name in the same folder, flushed to the disk
+and renamed when complete (:mod:`vc2_core.files`), so a failure never leaves a half-written video
+behind.
 
 gif stores frame durations in hundredths of a second, so its fps is the nearest representable
 one (28 fps is written as 25); mp4 and webp keep the requested fps.
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image  # Pillow comes with imageio
 
-from .files import temporary_folder, write_atomically
+from .files import publish_folder, temporary_folder, write_atomically
 
 FILE_FORMATS = (".mp4", ".gif", ".webp")
 PNG_META = "video.json"
@@ -139,7 +140,7 @@ def _write_png_folder(path: Path, frames: np.ndarray, fps: float, metadata: dict
         (temporary / PNG_META).write_text(json.dumps(record) + "\n")
         if path.exists():
             path.rmdir()  # an empty folder (check_output_path refused anything else)
-        os.replace(temporary, path)
+        publish_folder(temporary, path)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

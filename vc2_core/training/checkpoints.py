@@ -1,7 +1,13 @@
 """Writing and reading a ``vc2 train`` checkpoint folder (its layout is described in :mod:`.run_dir`).
 
 Every process takes part (accelerate's engine state and FSDP's gathered weights need them all); the
-main process writes the folder under a temporary name and renames it when it is complete.
+main process writes the folder under a temporary name, flushes it to the disk and renames it when it
+is complete (:func:`vc2_core.files.publish_folder`).
+
+Test-only fault injection: with ``VC2_TEST_EXIT_INSIDE_CHECKPOINT_WRITE=N`` in the environment, the
+main process exits at once (``os._exit``: no cleanup, as under SIGKILL) in the middle of writing
+checkpoint N, after its engine state and weights and before its ``progress.json``, so a test can
+kill a run inside a checkpoint write deterministically. Nothing else reads the variable.
 """
 
 from __future__ import annotations
@@ -15,13 +21,18 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import save_checkpoint
+from ..files import make_folder, publish_folder
 from ..model import VideoCrafter
 from . import run_dir
 from .config import StageSection, TrainConfig
+from .engine_state import check_engine_state
 from .loop import Progress
 from .lora import save_lora
 from .stages import get_stage
 from .step import Optimisation, TrainStep
+
+EXIT_INSIDE_WRITE = "VC2_TEST_EXIT_INSIDE_CHECKPOINT_WRITE"
+EXIT_INSIDE_WRITE_STATUS = 86  # the exit status of that fault, which a test can tell from a crash
 
 
 def save_run_checkpoint(accelerator, config: TrainConfig, model: VideoCrafter, train_step: TrainStep,
@@ -36,7 +47,7 @@ def save_run_checkpoint(accelerator, config: TrainConfig, model: VideoCrafter, t
     main = accelerator.is_main_process
     if main:
         shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir(parents=True)
+        make_folder(temporary)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(temporary / "state"))
     unet_state = accelerator.get_state_dict(train_step.unet)  # gathered (FSDP); every process takes part
@@ -49,6 +60,8 @@ def save_run_checkpoint(accelerator, config: TrainConfig, model: VideoCrafter, t
             save_file({k: v.contiguous() for k, v in ema.shadow.items()}, str(temporary / "ema.safetensors"))
             with ema.swapped_in():
                 write_weights(model, config, temporary, None, suffix="-ema")
+        if os.environ.get(EXIT_INSIDE_WRITE) == str(step):
+            os._exit(EXIT_INSIDE_WRITE_STATUS)  # the test-only fault (see the module's docstring)
         record = {
             "step": step, "stage": config.stage.name, "world_size": accelerator.num_processes,
             "positions": {kind: [p[kind] for p in positions] for kind in sources},
@@ -57,7 +70,7 @@ def save_run_checkpoint(accelerator, config: TrainConfig, model: VideoCrafter, t
             "ema_updates": ema.updates if ema is not None else None,
         }
         (temporary / run_dir.PROGRESS).write_text(json.dumps(record, indent=1))
-        os.replace(temporary, final)  # the checkpoint exists only once it is complete (a folder: one rename)
+        publish_folder(temporary, final)  # the checkpoint exists only once it is complete (a folder: one rename)
         run_dir.prune(out, config.checkpoint.keep_last)
     accelerator.wait_for_everyone()
     return final
@@ -81,9 +94,14 @@ def write_stage_lora(unet: nn.Module, family: str, section: StageSection, path: 
 
 
 def load_run_checkpoint(accelerator, folder: Path, optimisation: Optimisation) -> Progress:
-    """Restore the engine, scheduler and EMA state of a checkpoint; the progress to continue from."""
+    """Restore the engine, scheduler and EMA state of a checkpoint; the progress to continue from.
+
+    ``state/`` is checked first (:func:`.engine_state.check_engine_state`): a file that is not plain data
+    stops the resume with an :class:`.engine_state.UntrustedState` naming it, before accelerate reads any.
+    """
     record = json.loads((folder / run_dir.PROGRESS).read_text())
-    accelerator.load_state(str(folder / "state"))
+    check_engine_state(folder / "state")
+    accelerator.load_state(str(folder / "state"), load_kwargs={"weights_only": True})
     optimisation.scheduler.load_state_dict(record["scheduler"])
     ema = optimisation.ema
     if ema is not None:

@@ -12,7 +12,7 @@ contributes the one clip (frame stride, start, crop) drawn when the cache was wr
       videos/00000000.safetensors ...   moments (2z, t, h, w), context (L, d); metadata fps, source
       images/00000000.safetensors ...
 
-Items are written to temporary names and renamed (:func:`vc2_core.files.write_atomically`);
+Items are written to temporary names, flushed to the disk and renamed (:func:`vc2_core.files.write_atomically`);
 ``cache.json`` is written last, so an interrupted build is never mistaken for a complete cache.
 """
 
@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..config import ModelConfig
-from ..files import write_atomically, write_text_atomically
+from ..files import make_folder, write_atomically, write_text_atomically
 from ..model import VideoCrafter
 from ..text import TextEncoder
 from ..vae import VideoVAE
@@ -126,7 +126,7 @@ def build_cache(model: VideoCrafter, datasets: dict[str, object], root: str | Pa
     root = Path(root)
     if (root / "cache.json").exists():
         raise ValueError(f"{root}: a complete cache is already there; delete it or choose another data.cache")
-    root.mkdir(parents=True, exist_ok=True)
+    make_folder(root)
     device = torch.device(device)
     vae, text = model.vae.to(device).eval(), model.text_encoder.to(device).eval()
     report = report or SkipReport()
@@ -135,7 +135,7 @@ def build_cache(model: VideoCrafter, datasets: dict[str, object], root: str | Pa
         _save(root / "uncond.safetensors", {"context": text.encode([""])[0].float().cpu()}, {})
     for kind, dataset in datasets.items():
         folder = root / kind
-        folder.mkdir(exist_ok=True)
+        make_folder(folder)
         written, shape = 0, None
         for index in tqdm(range(len(dataset)), desc=f"cache {kind}", unit="item", disable=not show_progress):
             item = dataset.load(index, draw_generator(seed, index, f"cache/{kind}"))

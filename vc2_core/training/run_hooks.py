@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..files import make_folder
 from ..model import VideoCrafter
 from ..pipeline import GenerationSettings, generate
 from ..video_io import to_frames, write_video
@@ -79,7 +80,7 @@ class RunHooks(Hooks):
                                           steps=val.steps, cfg=val.cfg, sampler=val.sampler, eta=val.eta)
             seeds = list(val.seeds) or list(range(len(val.prompts)))
             folder = self.out / "samples" / run_dir.checkpoint_name(step)
-            folder.mkdir(parents=True, exist_ok=True)
+            make_folder(folder)
             model.unet.eval()
             try:
                 with ema.swapped_in() if ema is not None else contextlib.nullcontext():
