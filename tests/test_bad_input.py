@@ -97,6 +97,8 @@ CLI_CASES = {
         ("batch-size-0", [*SAMPLE, "--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
         ("device-unknown", [*SAMPLE, "--device", "tpu9"], "--device 'tpu9': not a device"),
         ("sampler-unknown", [*SAMPLE, "--sampler", "plms"], "argument --sampler: invalid choice: 'plms'"),
+        ("attention-xformers-on-cpu", [*SAMPLE, "--attention", "xformers"],
+         "attention backend 'xformers' cannot run here: CUDA tensors only"),
         ("empty-prompt", [*SAMPLE[:3], "--prompt", "  ", *SAMPLE[5:]], "--prompt: an empty prompt"),
         ("prompts-missing", [*SAMPLE[:3], "--prompts", "{missing}", *SAMPLE[5:]], "no such file"),
         ("prompts-folder", [*SAMPLE[:3], "--prompts", "{folder}", *SAMPLE[5:]], "no such file"),

@@ -16,6 +16,11 @@ def backend_names() -> tuple[str, ...]:
     return (*_PREFERENCES, *_BACKENDS)
 
 
+class BackendUnavailable(RuntimeError, ValueError):
+    """An attention backend asked for by name cannot run on these tensors (xformers or triton on a CPU):
+    a RuntimeError where it happens, and a ValueError for the commands, which report bad input in one line."""
+
+
 def check_backend_name(name: str) -> str:
     if name not in _PREFERENCES and name not in _BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose one of {', '.join(backend_names())}")
@@ -44,7 +49,7 @@ def resolve_backend(name: str, call: AttentionCall) -> tuple[Backend, Fallback |
     backend = _BACKENDS[name]
     unmet = first_unmet(backend.requires, call)
     if unmet is not None:
-        raise RuntimeError(f"attention backend {name!r} cannot run here: {unmet[1]}")
+        raise BackendUnavailable(f"attention backend {name!r} cannot run here: {unmet[1]}")
     unmet = first_unmet(backend.covers, call)
     if unmet is None:
         return backend, None
