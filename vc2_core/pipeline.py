@@ -195,7 +195,8 @@ def _dtype_of(module: nn.Module) -> torch.dtype:
 def generate(model: VideoCrafter, prompts: Sequence[str], seeds: Sequence[int], settings: GenerationSettings, *,
              device: torch.device | str = "cpu", offload: bool = True,
              callback: Callable[[SamplerStep], None] | None = None) -> Tensor:
-    """Videos (b, 3, t, H, W) float32 on the CPU in [-1, 1], one per prompt, item i from seed ``seeds[i]``.
+    """Videos (b, 3, t, H, W) float32 on the CPU, one per prompt, item i from seed ``seeds[i]``: the VAE's
+    decoded pixels, nominally in [-1, 1] but not clamped (as the official decode; writers clamp).
 
     The networks compute in the dtypes they are in (see :func:`cast_for_inference`); ``device`` is
     where they run. Settings already resolved for the model's config are used as they are (nothing is
