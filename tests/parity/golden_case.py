@@ -22,9 +22,16 @@ def goldens_dir() -> Path:
     return Path(os.environ.get("VC2_GOLDENS_DIR", DEFAULT_GOLDENS_DIR)).resolve()
 
 
+PROJECT_GOLDENS_DIRS = [REPO_ROOT / "tests" / "parity" / "goldens_t2v_turbo"]  # made here from other projects' code
+
+
 def discover() -> list[Path]:
-    """Every case file in the goldens directory (``*.safetensors``; JSON files are sidecars, not cases)."""
-    return sorted(goldens_dir().glob("*.safetensors"))
+    """Every case file in the goldens directory (``*.safetensors``; JSON files are sidecars, not cases),
+    then the project's own goldens (PROJECT_GOLDENS_DIRS)."""
+    cases = sorted(goldens_dir().glob("*.safetensors"))
+    for directory in PROJECT_GOLDENS_DIRS:
+        cases += sorted(directory.glob("*.safetensors"))
+    return cases
 
 
 @dataclass
