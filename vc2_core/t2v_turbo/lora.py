@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..messages import first_few
+from ..training.lora.checks import check_finite
 from ..training.lora.layers import check_no_lora, with_delta
 from .files import TurboLoRA, TurboWeightsError
 
@@ -34,6 +35,7 @@ def turbo_lora_deltas(unet: nn.Module, lora: TurboLoRA, *, strength: float = 1.0
     A LoRA that does not fit (another number of layers, or a pair whose shapes do not match its
     module's weight) raises a TurboWeightsError naming the layers; nothing is computed then.
     """
+    strength = check_finite(strength, "LoRA strength")
     pairs = _fitted_pairs(unet, lora)
     return {path + ".weight": strength * (up.flatten(1).float() @ down.flatten(1).float()).reshape(weight.shape)
             for path, weight, up, down in pairs}
@@ -45,6 +47,7 @@ def merge_turbo_lora(unet: nn.Module, lora: TurboLoRA, *, strength: float = 1.0)
     Every pair is checked against its module first: on a LoRA that does not fit, the UNet is left as
     it was. ``W + strength * up @ down`` is computed in float32 and rounded once to W's dtype.
     """
+    strength = check_finite(strength, "LoRA strength")
     check_no_lora(unet)
     pairs = _fitted_pairs(unet, lora)
     with torch.no_grad():
