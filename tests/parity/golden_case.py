@@ -26,12 +26,13 @@ PROJECT_GOLDENS_DIRS = [REPO_ROOT / "tests" / "parity" / "goldens_t2v_turbo"]  #
 
 
 def discover() -> list[Path]:
-    """Every case file in the goldens directory (``*.safetensors``; JSON files are sidecars, not cases),
-    then the project's own goldens (PROJECT_GOLDENS_DIRS)."""
-    cases = sorted(goldens_dir().glob("*.safetensors"))
-    for directory in PROJECT_GOLDENS_DIRS:
-        cases += sorted(directory.glob("*.safetensors"))
-    return cases
+    """Every case file in the goldens directory (``*.safetensors``; JSON files are sidecars, not cases)."""
+    return sorted(goldens_dir().glob("*.safetensors"))
+
+
+def project_goldens() -> list[Path]:
+    """The case files the project made itself from other projects' code (PROJECT_GOLDENS_DIRS), always run."""
+    return [path for directory in PROJECT_GOLDENS_DIRS for path in sorted(directory.glob("*.safetensors"))]
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
     VC2_GOLDENS_DIR=DIR python -m pytest tests/parity
 
-DIR defaults to ../shared/reference/goldens. A golden this project cannot run fails; nothing is skipped.
+DIR defaults to ../shared/reference/goldens; the project's own goldens (tests/parity/goldens_t2v_turbo, from
+T2V-Turbo's code) run as well. A golden this project cannot run fails; nothing is skipped.
 The goldens whose outputs go through the attention layers (UNet and module forwards) run once
 more with every other attention backend that runs on the CPU (``math``; ``triton`` under the
 Triton interpreter). The sampler goldens reach attention only through the UNet.
@@ -14,18 +15,18 @@ import os
 
 import pytest
 import torch
-from golden_case import GoldenCase, compare, discover, goldens_dir
+from golden_case import GoldenCase, compare, discover, goldens_dir, project_goldens
 from golden_kinds import KINDS
 
 from vc2_core.attention import attention_backend
 
-CASES = discover()
+CASES = discover() + project_goldens()
 ATTENTION_CASES = [p for p in CASES if p.stem.startswith(("unet_", "mod_"))]
 OTHER_CPU_BACKENDS = ["math", "triton"]  # the default, sdpa, runs in test_golden
 
 
 def test_goldens_directory_has_cases():
-    assert CASES, f"no golden files (*.safetensors) in {goldens_dir()}; set VC2_GOLDENS_DIR"
+    assert discover(), f"no golden files (*.safetensors) in {goldens_dir()}; set VC2_GOLDENS_DIR"
 
 
 def run_golden(path) -> None:
