@@ -45,6 +45,10 @@ class UNetConfig:
     use_image_attention: bool = False  # image cross-attention of the i2v models; not part of t2v
     temporal_transformer_depth: int = 1
     fps_cond: bool = False
+    # T2V-Turbo's additions (Ji4chenLi/t2v-turbo, their UNetModel arguments); None in the released models,
+    # which then have none of these layers or keys:
+    time_cond_proj_dim: int | None = None  # width of the guidance-scale embedding fed as timestep_cond
+    motion_cond_proj_dim: int | None = None  # width of T2V-Turbo-v2's motion-guidance embedding (motion_cond)
 
     def __post_init__(self) -> None:
         # a set of downsampling rates; kept in the official order (largest first) so equal configs compare equal
@@ -62,6 +66,13 @@ class UNetConfig:
         if (self.use_relative_position or self.use_causal_attention) and self.temporal_attention:
             if self.temporal_length is None:
                 problems.append("use_relative_position / use_causal_attention need temporal_length")
+        for name in ("time_cond_proj_dim", "motion_cond_proj_dim"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                problems.append(f"{name}={value!r}: the width of an embedding, a whole number >= 1 (or None)")
+        if self.motion_cond_proj_dim is not None and self.time_cond_proj_dim is None:
+            problems.append("motion_cond_proj_dim needs time_cond_proj_dim (the motion condition is combined with "
+                            "the guidance embedding)")
         if self.model_channels * self.channel_mult[0] != self.model_channels:
             problems.append(
                 f"channel_mult[0]={self.channel_mult[0]}: the official output head assumes the first level keeps "

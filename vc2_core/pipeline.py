@@ -8,6 +8,10 @@ Reproducibility: batch item i draws its starting noise and every later sampler n
 own CPU generator seeded ``seeds[i]``, so a seed gives the same video on any device and in any
 batch. Sampler state stays float32 whatever the UNet's compute dtype.
 
+T2V-Turbo (``sampler="t2v-turbo"``, on a model from :func:`vc2_core.t2v_turbo.with_turbo`): the
+guidance scale ``cfg`` is an input of their distilled UNet (one call per step, no unconditional
+prompt); their defaults are 4 steps and a scale of 7.5.
+
 Memory: with ``offload`` the text encoder and the VAE are on the accelerator only while they
 work, classifier-free guidance can run cond and uncond as one UNet call (``batched_cfg``, the
 default) or as two (less memory), and the VAE decodes ``decode_chunk_frames`` frames at a time.
@@ -29,6 +33,7 @@ from .diffusion.registry import SamplingPlan, plan_sampling
 from .diffusion.schedule import DiffusionSchedule
 from .model import VideoCrafter
 from .precision import DTYPES, cast_for_inference
+from .t2v_turbo.conditioning import TurboEps
 
 __all__ = ["DTYPES", "GenerationSettings", "ResolvedSettings", "cast_for_inference", "generate", "latent_shape",
            "on_device", "pixel_multiple", "sample_latents"]
@@ -113,10 +118,14 @@ class GenerationSettings:
         if not isinstance(self.steps, int) or self.steps < 1:
             return None, None  # already named
         try:
-            return plan_sampling(self.sampler, DiffusionSchedule(config.schedule), self.steps, self.eta,
-                                 self.spacing), None
+            plan = plan_sampling(self.sampler, DiffusionSchedule(config.schedule), self.steps, self.eta, self.spacing)
         except ValueError as error:
             return None, f"{self.sampler} with {self.steps} steps: {error}"
+        if plan.sampler.guidance_in_unet and config.unet.time_cond_proj_dim is None:
+            return None, (f"sampler {self.sampler}: samples T2V-Turbo's distilled UNet, which takes the guidance "
+                          "scale as an input; this model has none (give their weights: vc2 sample --lora unet_lora.pt)")
+        return plan, None
+
     def _temporal_problems(self, config: ModelConfig) -> list[str]:
         unet = config.unet
         window = self.frames
@@ -179,8 +188,11 @@ def sample_latents(unet: nn.Module, context: Tensor, uncond: Tensor | None, x_T:
     ``settings`` are resolved ones (they carry the sampling plan); context (b, L, d) and uncond (b, L, d)
     (None: no guidance) are the text embeddings; ``noise`` draws the samplers' later noise (see :func:`seeded_noise`).
     """
-    eps_fn = GuidedEps(unet, context, uncond, settings.cfg, fps=settings.fps, batched=settings.batched_cfg,
-                       rescale=settings.guidance_rescale, dtype=_dtype_of(unet))
+    if settings.plan.sampler.guidance_in_unet:  # T2V-Turbo: the scale is an embedding, uncond is not used
+        eps_fn = TurboEps(unet, context, settings.cfg, fps=settings.fps, dtype=_dtype_of(unet))
+    else:
+        eps_fn = GuidedEps(unet, context, uncond, settings.cfg, fps=settings.fps, batched=settings.batched_cfg,
+                           rescale=settings.guidance_rescale, dtype=_dtype_of(unet))
     if settings.context_frames is not None:
         eps_fn = windowed_eps(eps_fn, ContextWindows(settings.context_frames, settings.context_overlap,
                                                      settings.context_loop))
@@ -210,7 +222,7 @@ def generate(model: VideoCrafter, prompts: Sequence[str], seeds: Sequence[int], 
     settings = settings.resolve(config)
     device = torch.device(device)
     batch = len(prompts)
-    guided = settings.cfg != 1.0
+    guided = settings.cfg != 1.0 and not settings.plan.sampler.guidance_in_unet  # an unconditional branch
 
     with on_device(model.text_encoder, device, offload) as text_encoder:
         texts = list(prompts) + ([settings.negative_prompt] * batch if guided else [])

@@ -22,6 +22,9 @@ def goldens_dir() -> Path:
     return Path(os.environ.get("VC2_GOLDENS_DIR", DEFAULT_GOLDENS_DIR)).resolve()
 
 
+PROJECT_GOLDENS_DIRS = [REPO_ROOT / "tests" / "parity" / "goldens_t2v_turbo"]  # made here from other projects' code
+
+
 def discover() -> list[Path]:
     """Every case file in the goldens directory (``*.safetensors``; JSON files are sidecars, not cases)."""
     return sorted(goldens_dir().glob("*.safetensors"))
@@ -33,6 +36,11 @@ def read_sidecar(path: Path) -> dict:
     if not sidecar_path.exists():
         raise FileNotFoundError(f"golden {path.name} has no sidecar {sidecar_path.name}")
     return json.loads(sidecar_path.read_text())
+
+
+def project_goldens() -> list[Path]:
+    """The case files the project made itself from other projects' code (PROJECT_GOLDENS_DIRS), always run."""
+    return [path for directory in PROJECT_GOLDENS_DIRS for path in sorted(directory.glob("*.safetensors"))]
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
     VC2_GOLDENS_DIR=DIR python -m pytest tests/parity
 
-DIR defaults to ../shared/reference/goldens. A golden this project cannot run fails; no golden is skipped.
+DIR defaults to ../shared/reference/goldens; the project's own goldens (tests/parity/goldens_t2v_turbo, from
+T2V-Turbo's code) run as well. A golden this project cannot run fails; no golden is skipped.
 
 The forwards whose outputs come straight from attention layers (sidecar kind ``unet_forward`` or
 ``module_forward``) run once more with every other attention backend that runs on the CPU: ``math``, and
@@ -20,12 +21,12 @@ import os
 
 import pytest
 import torch
-from golden_case import GoldenCase, compare, discover, goldens_dir, read_sidecar
+from golden_case import GoldenCase, compare, discover, goldens_dir, project_goldens, read_sidecar
 from golden_kinds import KINDS
 
 from vc2_core.attention import attention_backend, count_backend_calls, fallback_counts
 
-CASES = discover()
+CASES = discover() + project_goldens()
 RERUN_KINDS = ("unet_forward", "module_forward")
 RERUN_CASES = [p for p in CASES if p.with_suffix(".json").exists() and read_sidecar(p)["kind"] in RERUN_KINDS]
 OTHER_CPU_BACKENDS = ["math", "triton"]  # the default, sdpa, runs in test_golden
@@ -37,7 +38,7 @@ TRITON_ON_CUDA = (
 
 
 def test_goldens_directory_has_cases():
-    assert CASES, f"no golden files (*.safetensors) in {goldens_dir()}; set VC2_GOLDENS_DIR"
+    assert discover(), f"no golden files (*.safetensors) in {goldens_dir()}; set VC2_GOLDENS_DIR"
 
 
 def run_golden(path) -> None:

@@ -19,6 +19,7 @@ import torch
 
 from ..attention import attention_backend, backend_names
 from ..diffusion import SAMPLERS, SPACINGS
+from ..diffusion.consistency import ORIGIN_SPACINGS
 from ..precision import DTYPES
 from ..video_io import check_output_path, output_format
 from .usage import UsageError, check_seed_range, seed
@@ -76,8 +77,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--eta", type=_non_negative,
                    help="sampler noise (default: 1.0 for ddim and euler_ancestral; others are deterministic)")
     p.add_argument("--sampler", choices=tuple(SAMPLERS), default="ddim", help="default ddim (the official one)")
-    p.add_argument("--spacing", choices=SPACINGS,
-                   help="timesteps of the non-DDIM samplers (default logsnr; uniform is the DDIM grid)")
+    p.add_argument("--spacing", choices=SPACINGS + tuple(ORIGIN_SPACINGS),
+                   help="timesteps of the non-DDIM samplers (default logsnr; uniform is the DDIM grid; t2v-turbo: "
+                        "origin-50, its default, or origin-200, T2V-Turbo-v2's)")
+    p.add_argument("--lora", type=Path, metavar="FILE",
+                   help="T2V-Turbo's weights: their unet_lora.pt (T2V-Turbo VC2) or unet_mg.pt (v2), read as "
+                        "tensors only; sample with --sampler t2v-turbo --steps 4 --cfg 7.5 (their defaults)")
+    p.add_argument("--lora-strength", type=_non_negative, default=1.0,
+                   help="how much of the T2V-Turbo LoRA is merged (default 1, as released)")
     p.add_argument("--fps", type=_at_least(1), help="fps condition and file frame rate (default: the model's, 28)")
     p.add_argument("--save-fps", type=_at_least(1),
                    help="frame rate written to the file when it should differ from --fps (the official script "
@@ -159,6 +166,32 @@ def peak_memory(device: torch.device) -> str:
     return f"peak RSS {rss_gb:.2f} GB"
 
 
+def read_turbo(path: Path):
+    """T2V-Turbo's weights from --lora, or a UsageError saying why the file cannot be used."""
+    from ..t2v_turbo import TurboWeightsError, read_turbo_weights
+
+    try:
+        return read_turbo_weights(path)
+    except TurboWeightsError as error:
+        raise UsageError(f"--lora {error}") from None
+
+
+def turbo_model_config(config, turbo):
+    """The checkpoint's config with the UNet T2V-Turbo's weights give it (what the settings are checked against)."""
+    from ..t2v_turbo import config_for
+
+    return config.replace(unet=config_for(config.unet, turbo))
+
+
+def make_turbo(model, turbo, strength: float):
+    from ..t2v_turbo import TurboWeightsError, with_turbo
+
+    try:
+        return with_turbo(model, turbo, strength=strength)
+    except TurboWeightsError as error:
+        raise UsageError(f"--lora {error}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -180,14 +213,18 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cpu" and args.dtype != "fp32":
         print(f"note: {args.dtype} on a CPU without native half-precision instructions is about 20x slower than fp32 "
               "(docs/benchmarks.md); it saves memory only", file=sys.stderr)
+    turbo = read_turbo(args.lora) if args.lora is not None else None
     checkpoint = open_checkpoint(args.ckpt)  # missing file or not a VideoCrafter checkpoint: a clear error
     info = checkpoint.info
-    settings = settings.resolve(info.config)  # every problem at once, before the networks; the plan, made once
+    config = info.config if turbo is None else turbo_model_config(info.config, turbo)
+    settings = settings.resolve(config)  # every problem at once, before the networks; the plan, made once
     print(f"{info.family}: {len(prompts)} prompt(s), {settings.frames} frames at {settings.height}x{settings.width}, "
           f"{settings.sampler} {settings.steps} steps (eta {settings.eta}), cfg {settings.cfg}, fps {settings.fps}, "
           f"{args.dtype} on {device}", flush=True)
     model = build_model(checkpoint, device="cpu", dtype=DTYPES[args.dtype], for_inference=True)
     del checkpoint  # the file's tensors the model did not adopt (cast or converted ones) can go
+    if turbo is not None:
+        model = make_turbo(model, turbo, args.lora_strength)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     loaded = time.perf_counter()

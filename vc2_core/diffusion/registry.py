@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .consistency import ORIGIN_SPACINGS, ConsistencySteps, consistency_sample, make_consistency_steps
 from .ddim import DDIMSchedule, ddim_sample, make_ddim_schedule
 from .denoiser import Denoiser
 from .levels import Levels, make_levels
@@ -20,7 +21,7 @@ from .schedule import DiffusionSchedule
 from .steps import EpsFn, SamplerStep
 
 Tensor = torch.Tensor
-Steps = DDIMSchedule | Levels  # a sampler's per-step values
+Steps = DDIMSchedule | Levels | ConsistencySteps  # a sampler's per-step values
 Callback = Callable[[SamplerStep], None]
 
 
@@ -30,6 +31,12 @@ def _ddim_steps(schedule: DiffusionSchedule, num_steps: int, eta: float, spacing
 
 def _level_steps(schedule: DiffusionSchedule, num_steps: int, eta: float, spacing: str) -> Levels:
     return make_levels(schedule, num_steps, spacing, eta)
+
+
+def _consistency_steps(schedule: DiffusionSchedule, num_steps: int, eta: float, spacing: str) -> ConsistencySteps:
+    if eta != 1.0:
+        raise ValueError(f"t2v-turbo re-noises with fresh noise at every step (eta 1); got eta {eta}")
+    return make_consistency_steps(schedule, num_steps, ORIGIN_SPACINGS[spacing])
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class Sampler:
     stochastic: bool  # draws noise when eta > 0; False: deterministic, eta must be 0
     default_spacing: str  # timestep spacing when none is given
     spacings: tuple[str, ...]  # the spacings it runs on
+    guidance_in_unet: bool = False  # True: the guidance scale is an input of a distilled UNet, not a CFG pass
 
 
 SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
@@ -54,6 +62,10 @@ SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
             default_spacing="logsnr", spacings=("uniform", "logsnr")),
     Sampler("dpmpp_2m", dpmpp_2m, _level_steps, default_eta=0.0, stochastic=False, default_spacing="logsnr",
             spacings=("uniform", "logsnr")),
+    # T2V-Turbo's consistency sampler, for their distilled UNets only (4 steps; the guidance scale is an input
+    # of the UNet, vc2_core.t2v_turbo.TurboEps); spacing = the origin grid of the distillation
+    Sampler("t2v-turbo", consistency_sample, _consistency_steps, default_eta=1.0, stochastic=True,
+            default_spacing="origin-50", spacings=tuple(ORIGIN_SPACINGS), guidance_in_unet=True),
 )}
 
 

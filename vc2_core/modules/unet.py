@@ -145,6 +145,11 @@ class UNetModel(nn.Module):
         self.time_embed = build.embedding()
         if cfg.fps_cond:
             self.fps_embedding = build.embedding()
+        if cfg.time_cond_proj_dim is not None:  # T2V-Turbo: the guidance-scale embedding (timestep_cond)
+            self.time_cond_proj = nn.Linear(cfg.time_cond_proj_dim, mc, bias=False)
+        if cfg.motion_cond_proj_dim is not None:  # T2V-Turbo-v2: the motion condition, combined with it
+            self.motion_cond_proj = nn.Linear(cfg.motion_cond_proj_dim, mc, bias=False)
+            self.combine_proj = nn.Linear(2 * mc, mc, bias=False)
         self.input_blocks = nn.ModuleList([UNetBlock([nn.Conv2d(cfg.in_channels, mc, 3, padding=1)])])
         if cfg.addition_attention:
             self.init_attn = UNetBlock([build.init_attention()])
@@ -159,10 +164,19 @@ class UNetModel(nn.Module):
 
     # ---- conditioning -------------------------------------------------------------------------
 
-    def embed(self, timesteps: Tensor, fps: Tensor | None = None) -> Tensor:
-        """Per-sample embedding (b, 4*mc): time_embed(sin(t)) [+ fps_embedding(sin(fps))]."""
+    def embed(self, timesteps: Tensor, fps: Tensor | None = None, timestep_cond: Tensor | None = None,
+              motion_cond: Tensor | None = None) -> Tensor:
+        """Per-sample embedding (b, 4*mc): time_embed(sin(t) [+ c]) [+ fps_embedding(sin(fps))].
+
+        c is T2V-Turbo's conditioning term (:meth:`condition_embedding`), added to the sinusoid
+        before ``time_embed`` as their UNet adds it; without conditions it is absent (their 0).
+        """
         mc = self.config.model_channels
-        emb = self.time_embed(timestep_embedding(timesteps, mc).to(self.time_embed[0].weight.dtype))
+        t_emb = timestep_embedding(timesteps, mc).to(self.time_embed[0].weight.dtype)  # (b, mc)
+        condition = self.condition_embedding(timestep_cond, motion_cond, timesteps.shape[0])
+        if condition is not None:
+            t_emb = t_emb + condition.to(t_emb.dtype)
+        emb = self.time_embed(t_emb)
         if self.config.fps_cond:
             if fps is None:
                 fps = torch.full_like(timesteps, DEFAULT_FPS)
@@ -170,23 +184,52 @@ class UNetModel(nn.Module):
             emb = emb + self.fps_embedding(fps_emb)
         return emb
 
+    def condition_embedding(self, timestep_cond: Tensor | None, motion_cond: Tensor | None,
+                            batch: int) -> Tensor | None:
+        """T2V-Turbo's term (b, mc): time_cond_proj(timestep_cond), or with T2V-Turbo-v2's motion condition
+        combine_proj(cat[time_cond_proj(timestep_cond), motion_cond_proj(motion_cond)]); None without both.
+
+        timestep_cond: (b, time_cond_proj_dim), the guidance-scale embedding; motion_cond:
+        (b, motion_cond_proj_dim), the motion-guidance embedding (both :func:`vc2_core.t2v_turbo.scale_embedding`).
+        """
+        if timestep_cond is None and motion_cond is None:
+            return None
+        cfg = self.config
+        if timestep_cond is None:
+            raise ValueError("motion_cond needs timestep_cond (T2V-Turbo-v2 combines the two embeddings)")
+        if cfg.time_cond_proj_dim is None:
+            raise ValueError("timestep_cond was given, but this UNet has no guidance embedding (time_cond_proj); "
+                             "T2V-Turbo's UNets have one (UNetConfig.time_cond_proj_dim)")
+        _check_condition(timestep_cond, "timestep_cond", batch, cfg.time_cond_proj_dim)
+        condition = self.time_cond_proj(timestep_cond.to(self.time_cond_proj.weight.dtype))
+        if motion_cond is None:
+            return condition
+        if cfg.motion_cond_proj_dim is None:
+            raise ValueError("motion_cond was given, but this UNet has no motion condition (motion_cond_proj); "
+                             "T2V-Turbo-v2's UNets have one (UNetConfig.motion_cond_proj_dim)")
+        _check_condition(motion_cond, "motion_cond", batch, cfg.motion_cond_proj_dim)
+        motion = self.motion_cond_proj(motion_cond.to(self.motion_cond_proj.weight.dtype))
+        return self.combine_proj(torch.cat([condition, motion], dim=1))
+
     # ---- forward ------------------------------------------------------------------------------
 
     def forward(self, x: Tensor, timesteps: Tensor | int, context: Tensor | None,
-                fps: Tensor | int | None = None) -> Tensor:
+                fps: Tensor | int | None = None, *, timestep_cond: Tensor | None = None,
+                motion_cond: Tensor | None = None) -> Tensor:
         """Predict the noise of a latent video.
 
         x: (b, in_channels, t, h, w), any t >= 1 (exactly temporal_length, or 1, with causal attention);
         timesteps: (b,) or a scalar; context: (b, L, context_dim) text embeddings, or (b*t, L, context_dim)
         for one text per frame (frame f of sample i uses row i*t + f; training packs images this way);
         fps: (b,) or a scalar frame rate, used when the model has fps_cond (default 16 as
-        official) and ignored otherwise. Returns (b, out_channels, t, h, w).
+        official) and ignored otherwise. timestep_cond / motion_cond: T2V-Turbo's (b, dim) embeddings
+        (:meth:`condition_embedding`), for UNets built with them. Returns (b, out_channels, t, h, w).
         """
         self._check_input(x, context)
         b, c, t, h, w = x.shape
         timesteps = _per_sample(timesteps, b, x.device)
         fps = None if fps is None else _per_sample(fps, b, x.device)
-        emb = self.embed(timesteps, fps).to(x.dtype)  # (b, 4mc), shared by the t frames of each sample
+        emb = self.embed(timesteps, fps, timestep_cond, motion_cond).to(x.dtype)  # (b, 4mc), shared by the frames
         context = None if context is None else context.to(x.dtype)
 
         frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # (b t) c h w
@@ -229,6 +272,11 @@ class UNetModel(nn.Module):
                 module.use_checkpoint = enabled
             elif isinstance(module, BasicTransformerBlock):
                 module.checkpoint = enabled
+
+
+def _check_condition(value: Tensor, name: str, batch: int, dim: int) -> None:
+    if value.shape != (batch, dim):
+        raise ValueError(f"{name} must be ({batch}, {dim}): one embedding per sample; got shape {tuple(value.shape)}")
 
 
 def _per_sample(value: Tensor | int | float, batch: int, device: torch.device) -> Tensor:

@@ -1,6 +1,6 @@
 """One module per golden kind; each has produce(case) -> {output name: tensor} and tolerance(name, golden)."""
 
-from . import ddim, modules, schedule, text, unet, vae
+from . import ddim, modules, schedule, t2v_turbo, text, unet, vae
 
 KINDS = {
     "unet_forward": unet,
@@ -9,4 +9,5 @@ KINDS = {
     "ddim_sampling": ddim,
     "first_stage_vae": vae,
     "text_encoder": text,
+    "t2v_turbo_sampling": t2v_turbo,
 }

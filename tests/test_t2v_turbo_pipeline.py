@@ -1,0 +1,91 @@
+"""T2V-Turbo through the pipeline: a tiny model turned T2V-Turbo, sampled in 4 steps without a CFG pass."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from test_t2v_turbo import random_lora
+
+from vc2_core.cli import main
+from vc2_core.config import preset
+from vc2_core.model import VideoCrafter
+from vc2_core.pipeline import GenerationSettings, generate
+from vc2_core.random_weights import randomize_zero_initialized
+from vc2_core.t2v_turbo import TurboLoRA, turbo_config, with_turbo
+from vc2_core.video_io import read_video
+
+TURBO = GenerationSettings(height=16, width=24, frames=4, steps=4, sampler="t2v-turbo", cfg=7.5)
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    model = VideoCrafter(preset("tiny")).eval()
+    randomize_zero_initialized(model.unet, torch.Generator().manual_seed(1))
+    shape_donor = VideoCrafter(preset("tiny").replace(unet=turbo_config(preset("tiny").unet))).unet
+    return model, with_turbo(model, TurboLoRA(random_lora(shape_donor, seed=2), path="unet_lora.pt"))
+
+
+def test_four_steps_on_their_grid_with_the_scale_as_an_embedding(models):
+    plain, turbo = models
+    steps = []
+    video = generate(turbo, ["a red ball"], [5], TURBO, callback=steps.append)
+    assert video.shape == (1, 3, 4, 16, 24) and video.isfinite().all() and video.std() > 0
+    assert [s.timestep for s in steps] == [999, 759, 519, 279]
+    other_negative = generate(turbo, ["a red ball"], [5], dataclasses.replace(TURBO, negative_prompt="blurry"))
+    assert torch.equal(video, other_negative)  # no unconditional branch
+    other_scale = generate(turbo, ["a red ball"], [5], dataclasses.replace(TURBO, cfg=2.0))
+    assert (video - other_scale).abs().max() > 1e-4  # the scale reaches the UNet
+
+
+def test_the_source_model_is_left_as_it_was_and_shares_its_networks(models):
+    plain, turbo = models
+    assert plain.config.unet.time_cond_proj_dim is None and not hasattr(plain.unet, "time_cond_proj")
+    assert turbo.vae is plain.vae and turbo.text_encoder is plain.text_encoder and turbo.unet is not plain.unet
+
+
+def test_t2v_turbo_needs_a_turbo_unet(models):
+    plain, _ = models
+    with pytest.raises(ValueError, match="samples T2V-Turbo's distilled UNet"):
+        generate(plain, ["a red ball"], [5], TURBO)
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    """A tiny checkpoint (vc2 init) and a T2V-Turbo LoRA for it in their file layout (a list of tensors)."""
+    folder = tmp_path_factory.mktemp("turbo")
+    checkpoint, lora = folder / "tiny.safetensors", folder / "unet_lora.pt"
+    assert main(["init", "--preset", "tiny", "--out", str(checkpoint), "--randomize-zero-init"]) == 0
+    shape_donor = VideoCrafter(preset("tiny").replace(unet=turbo_config(preset("tiny").unet))).unet
+    torch.save(random_lora(shape_donor, seed=3), lora)
+    return checkpoint, lora
+
+
+CLI_SMALL = ["--frames", "4", "--height", "16", "--width", "24", "--prompt", "a red ball"]
+
+
+def test_vc2_sample_with_their_lora_in_four_steps(cli_files, tmp_path, capsys):
+    checkpoint, lora = cli_files
+    out = tmp_path / "turbo.gif"
+    code = main(["sample", "--ckpt", str(checkpoint), "--lora", str(lora), "--sampler", "t2v-turbo", "--steps", "4",
+                 "--cfg", "7.5", "--out", str(out), *CLI_SMALL])
+    assert code == 0, capsys.readouterr().err
+    frames, _ = read_video(out)
+    assert frames.shape == (4, 16, 24, 3) and frames.std() > 0
+    assert "t2v-turbo 4 steps" in capsys.readouterr().out
+
+
+def test_vc2_sample_names_a_lora_that_does_not_fit_and_writes_nothing(cli_files, tmp_path, capsys):
+    checkpoint, lora = cli_files
+    short = tmp_path / "short.pt"
+    torch.save(torch.load(lora, weights_only=True)[:-2], short)  # one layer missing
+    out = tmp_path / "turbo.gif"
+    code = main(["sample", "--ckpt", str(checkpoint), "--lora", str(short), "--sampler", "t2v-turbo", "--steps", "4",
+                 "--out", str(out), *CLI_SMALL])
+    err = capsys.readouterr().err
+    assert code == 1 and "the LoRA adapts" in err and "nothing was loaded" in err and "Traceback" not in err
+    assert not out.exists()
+    code = main(["sample", "--ckpt", str(checkpoint), "--sampler", "t2v-turbo", "--out", str(out), *CLI_SMALL])
+    assert code == 1 and "--lora unet_lora.pt" in capsys.readouterr().err
