@@ -5,6 +5,7 @@ from .finetune import VC2SpatialFineTune
 from .latent import VC2EmptyVideoLatent
 from .loader import VC2CheckpointLoader
 from .lora import VC2LoraLoader
+from .native import VC2ConditioningFPS, VC2ModelToComfy, VC2Sigmas
 from .sampler import VC2Sampler
 from .save_video import VC2SaveVideo
 from .text_encode import VC2TextEncode
@@ -18,6 +19,9 @@ NODE_CLASS_MAPPINGS = {
     "VC2_SaveVideo": VC2SaveVideo,
     "VC2_LoraLoader": VC2LoraLoader,
     "VC2_SpatialFineTune": VC2SpatialFineTune,
+    "VC2_ModelToComfy": VC2ModelToComfy,
+    "VC2_Sigmas": VC2Sigmas,
+    "VC2_ConditioningFPS": VC2ConditioningFPS,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "VC2_CheckpointLoader": "Load VideoCrafter Checkpoint",
@@ -28,6 +32,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "VC2_SaveVideo": "VC2 Save Video",
     "VC2_LoraLoader": "VC2 LoRA Loader",
     "VC2_SpatialFineTune": "VC2 Spatial Fine-Tune (stage 2)",
+    "VC2_ModelToComfy": "VC2 Model to MODEL",
+    "VC2_Sigmas": "VC2 Sigmas",
+    "VC2_ConditioningFPS": "VC2 Conditioning FPS",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
