@@ -164,3 +164,46 @@ def test_diffusion_model_wrappers_wrap_the_unet_call(comfy):  # noqa: F811
     with torch.no_grad():
         comfy_model.model.apply_model(torch.randn(SHAPE), sigma, c_crossattn=embedding, transformer_options=options)
     assert seen == [(SHAPE, 250.0, True)]
+
+
+# ---- LoRA files for LoraLoaderModelOnly ------------------------------------------------------------------------
+
+
+def comfyui_lora_patches(model_keys: list[str], lora: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What ComfyUI's LoRA loading adds to each MODEL weight at strength 1 (comfy.lora: a layer P of a weight key
+    ``P.weight`` is found by the bare key P, scaled by P.alpha / rank, 1 without an alpha); unmatched keys ignored."""
+    deltas = {}
+    for key in model_keys:
+        layer = key.removesuffix(".weight")
+        if key.endswith(".weight") and f"{layer}.lora_down.weight" in lora:
+            down, up = lora[f"{layer}.lora_down.weight"], lora[f"{layer}.lora_up.weight"]
+            alpha = lora[f"{layer}.alpha"].item() / down.shape[0] if f"{layer}.alpha" in lora else 1.0
+            deltas[key] = alpha * (up.float() @ down.float())
+    return deltas
+
+
+def test_a_vc2_lora_in_comfyui_layout_patches_the_model_like_the_pack(comfy, tmp_path):  # noqa: F811
+    from safetensors.torch import load_file
+
+    from vc2_core.modules import UNetModel
+    from vc2_core.training.lora import inject_lora, lora_weight_deltas, read_lora, save_lora
+
+    model, _, _, comfy_model = node("VC2_CheckpointLoader").load("tiny.safetensors", "fp32", "sdpa")
+    unet = UNetModel(model.config.unet)  # vc2_core's classes (the pack has its own copy), for the group split
+    inject_lora(unet, ["spatial", "temporal"], rank=2, alpha=3.0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in unet.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    lora_dir = comfy.root / "models" / "loras"
+    save_lora(unet, lora_dir / "vc2.safetensors", family="tiny", groups=["spatial", "temporal"], rank=2, alpha=3.0,
+              targets="attention")
+    node("VC2_LoraToComfyUI").convert("vc2.safetensors")
+    converted = load_file(str(lora_dir / "vc2_comfyui.safetensors"))
+    keys = list(comfy_model.model.state_dict())
+    patches = comfyui_lora_patches(keys, converted)
+    expected = lora_weight_deltas(read_lora(lora_dir / "vc2.safetensors"))  # what VC2 LoRA Loader adds
+    assert len(patches) == len(expected) > 0 and set(patches) == {f"diffusion_model.{k}" for k in expected}
+    assert all(torch.allclose(patches[f"diffusion_model.{k}"], v, rtol=1e-6) for k, v in expected.items())
+    assert comfyui_lora_patches(keys, load_file(str(lora_dir / "vc2.safetensors"))) == {}  # the vc2 layout: none
