@@ -167,8 +167,7 @@ def install(monkeypatch, root: Path) -> types.SimpleNamespace:
         send_progress_text=lambda text, node_id: state.texts.append((node_id, text))))
 
     comfy.model_management, comfy.model_patcher, comfy.utils = mm, model_patcher, utils
-    for name, module in model_modules.items():
-        setattr(comfy, name.split(".")[1], module)
+    vars(comfy).update({name.removeprefix("comfy."): module for name, module in model_modules.items()})
     modules = {"folder_paths": folder_paths, "comfy": comfy, "comfy.model_management": mm,
                "comfy.model_patcher": model_patcher, "comfy.utils": utils, "latent_preview": latent_preview,
                "server": server, **model_modules}
