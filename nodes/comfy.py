@@ -95,6 +95,14 @@ def patcher(module: torch.nn.Module, role: str):
     return ModelPatcher(module, load_device=load_device, offload_device=offload_device)
 
 
+def video_model_patcher(unet: torch.nn.Module, config, schedule, attention: str):
+    """The UNet as a ComfyUI MODEL (nodes/comfy_native.py: ``patcher.model.diffusion_model`` is ``unet``) under
+    a ModelPatcher with the "unet" role's devices: one patcher serves the pack's nodes and ComfyUI's."""
+    from .comfy_native import VideoCrafterModel
+
+    return patcher(VideoCrafterModel(unet, config, schedule, attention), "unet")
+
+
 def load(patchers: list) -> None:
     """Move the networks to their load devices, whole (our modules are not ComfyUI's cast-on-the-fly
     layers, so a partial lowvram load would leave weights on two devices); ComfyUI unloads others first."""

@@ -102,7 +102,7 @@ def trainable_copy(model: VideoModel) -> UNetModel:
     """A float32 copy of the (patched) UNet that autograd can train: ComfyUI runs nodes under inference mode,
     and tensors made there cannot be trained, so the copy is made outside it."""
     comfy.load([model.patcher])
-    source = model.patcher.model
+    source = model.unet
     with torch.inference_mode(False):
         state = {key: value.detach().to(torch.float32).clone() for key, value in source.state_dict().items()}
         with torch.device("meta"):
@@ -222,9 +222,9 @@ class VC2SpatialFineTune:
                             section.alpha(), section.lora_targets)
             result = patched(model, lora_weight_deltas(lora), 1.0, label)
         else:
-            dtype = next(model.patcher.model.parameters()).dtype
-            result = VideoModel(comfy.patcher(unet.to(dtype), "unet"), model.config, model.schedule,
-                                f"{model.name} + {label}", model.attention)
+            dtype = next(model.unet.parameters()).dtype
+            patcher = comfy.video_model_patcher(unet.to(dtype), model.config, model.schedule, model.attention)
+            result = VideoModel(patcher, model.config, model.schedule, f"{model.name} + {label}", model.attention)
         comfy.free_cache()
         return (result, {"loss": hooks.losses})
 

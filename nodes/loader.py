@@ -17,11 +17,13 @@ class VC2CheckpointLoader:
                    "encoder and VAE. The family (VC2-512, VC1-512, VC1-1024, or a vc2-trained size) is recognised "
                    "from the keys. Do not load these files with Load Checkpoint: ComfyUI takes them for SD2 and "
                    "drops every temporal layer.")
-    RETURN_TYPES = (MODEL_TYPE, TEXT_ENCODER_TYPE, VAE_TYPE)
-    RETURN_NAMES = ("model", "clip", "vae")
+    RETURN_TYPES = (MODEL_TYPE, TEXT_ENCODER_TYPE, VAE_TYPE, "MODEL")
+    RETURN_NAMES = ("model", "clip", "vae", "MODEL")
     OUTPUT_TOOLTIPS = ("The spatio-temporal UNet and its schedule.",
                        "The checkpoint's OpenCLIP text encoder (penultimate layer), for VC2 Text Encode.",
-                       "The checkpoint's VAE, for VC2 VAE Decode.")
+                       "The checkpoint's VAE, for VC2 VAE Decode.",
+                       "The same UNet as a ComfyUI MODEL (VideoCrafter's schedule, latent scale and fps condition), "
+                       "for KSampler, SamplerCustom, LoraLoaderModelOnly, TorchCompileModel, EasyCache.")
     FUNCTION = "load"
 
     @classmethod
@@ -48,6 +50,7 @@ class VC2CheckpointLoader:
         except CheckpointError as error:
             raise ValueError(f"{ckpt_name} is not a VideoCrafter checkpoint this pack can load: {error}") from None
         config = model.config
-        return (VideoModel(comfy.patcher(model.unet, "unet"), config, model.schedule, ckpt_name, attention),
-                TextEncoderModel(comfy.patcher(model.text_encoder, "text_encoder"), config),
-                VAEModel(comfy.patcher(model.vae, "vae"), config))
+        video = VideoModel(comfy.video_model_patcher(model.unet, config, model.schedule, attention), config,
+                           model.schedule, ckpt_name, attention)
+        return (video, TextEncoderModel(comfy.patcher(model.text_encoder, "text_encoder"), config),
+                VAEModel(comfy.patcher(model.vae, "vae"), config), video.patcher)

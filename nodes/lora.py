@@ -12,13 +12,13 @@ from .types import MODEL_TYPE, VideoModel
 def patched(model: VideoModel, deltas: dict, strength: float, label: str) -> VideoModel:
     """A clone of the model's patcher with ``deltas`` added to its weights at load time (the input model,
     which ComfyUI may have cached for other branches, is left as it is)."""
-    shapes = {key: value.shape for key, value in model.patcher.model.state_dict().items()}
+    shapes = {key: value.shape for key, value in model.unet.state_dict().items()}
     wrong = [key for key, delta in deltas.items() if shapes.get(key) != delta.shape]
     if wrong:
         raise ValueError(f"{label} does not fit {model.name}: {len(wrong)} weights missing or of another shape, "
                          f"e.g. {wrong[0]}")
     patcher = model.patcher.clone()
-    patcher.add_patches({key: (delta,) for key, delta in deltas.items()}, strength)
+    patcher.add_patches({f"diffusion_model.{key}": (delta,) for key, delta in deltas.items()}, strength)
     return VideoModel(patcher, model.config, model.schedule, f"{model.name} + {label}", model.attention)
 
 

@@ -117,7 +117,7 @@ class VC2Sampler:
         uncond = _per_video(conditioning_tensor(negative, "negative", model), batch, "negative")
 
         comfy.load([model.patcher])
-        unet = model.patcher.model
+        unet = model.unet
         device, dtype = model.patcher.load_device, next(unet.parameters()).dtype
         if context.shape[1] != uncond.shape[1]:  # prompts of different lengths (ComfyUI's 77-token chunks)
             settings = dataclasses.replace(settings, batched_cfg=False)

@@ -22,13 +22,19 @@ VAE_TYPE = "VC2_VAE"
 
 @dataclass(frozen=True)
 class VideoModel:
-    """The spatio-temporal UNet (``patcher.model``), its schedule and the checkpoint's config."""
+    """The spatio-temporal UNet (``unet``), its schedule and the checkpoint's config. ``patcher`` is also the
+    loader's ComfyUI MODEL output, so the pack's nodes and ComfyUI's share one ModelPatcher."""
 
-    patcher: object  # comfy.model_patcher.ModelPatcher of a vc2_core UNetModel
+    patcher: object  # comfy.model_patcher.ModelPatcher of nodes/comfy_native.py's VideoCrafterModel
     config: ModelConfig
     schedule: DiffusionSchedule
     name: str  # the checkpoint it came from, with what was applied to it ("+ lora x", "+ spa-dir 200 steps")
     attention: str  # the loader's attention backend; the sampler and fine-tune nodes run the UNet under it
+
+    @property
+    def unet(self):
+        """The vc2_core UNetModel (``diffusion_model`` of the ComfyUI model)."""
+        return self.patcher.model.diffusion_model
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import sys
 import types
 from pathlib import Path
 
+import fake_comfy_model
 import torch
 
 
@@ -150,8 +151,8 @@ def install(monkeypatch, root: Path) -> types.SimpleNamespace:
             state.interrupt.check()  # the server's hook checks for Cancel on every update
 
     utils.ProgressBar = ProgressBar
-    latent_formats = types.ModuleType("comfy.latent_formats")
-    latent_formats.SD15 = lambda: "SD15"
+    model_modules = fake_comfy_model.modules()  # comfy.model_base and the rest a model family builds on
+    latent_formats = model_modules["comfy.latent_formats"]
     latent_preview = types.ModuleType("latent_preview")
 
     class Previewer:
@@ -159,17 +160,17 @@ def install(monkeypatch, root: Path) -> types.SimpleNamespace:
             return (preview_format, tuple(x0.shape), 512)
 
     latent_preview.get_previewer = lambda device, latent_format: (
-        Previewer() if state.preview_method != "none" and latent_format == "SD15" else None)
+        Previewer() if state.preview_method != "none" and isinstance(latent_format, latent_formats.SD15) else None)
 
     server = types.ModuleType("server")
     server.PromptServer = types.SimpleNamespace(instance=types.SimpleNamespace(
         send_progress_text=lambda text, node_id: state.texts.append((node_id, text))))
 
     comfy.model_management, comfy.model_patcher, comfy.utils = mm, model_patcher, utils
-    comfy.latent_formats = latent_formats
+    vars(comfy).update({name.removeprefix("comfy."): module for name, module in model_modules.items()})
     modules = {"folder_paths": folder_paths, "comfy": comfy, "comfy.model_management": mm,
-               "comfy.model_patcher": model_patcher, "comfy.utils": utils, "comfy.latent_formats": latent_formats,
-               "latent_preview": latent_preview, "server": server}
+               "comfy.model_patcher": model_patcher, "comfy.utils": utils, "latent_preview": latent_preview,
+               "server": server, **model_modules}
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     state.folder_paths = folder_paths

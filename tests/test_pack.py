@@ -68,7 +68,7 @@ def comfy(tmp_path, monkeypatch, tiny_file):
 
 
 def load_tiny(dtype: str = "fp32", attention: str = "sdpa"):
-    return node("VC2_CheckpointLoader").load("tiny.safetensors", dtype, attention)
+    return node("VC2_CheckpointLoader").load("tiny.safetensors", dtype, attention)[:3]  # (+ the ComfyUI MODEL)
 
 
 def encode(clip, text: str):
@@ -102,7 +102,7 @@ def test_pack_imports_without_comfyui_and_touches_nothing():
             "print(len(m.NODE_CLASS_MAPPINGS))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert int(result.stdout) == 8
+    assert int(result.stdout) == 12
 
 
 def _check_option(name: str, spec: tuple) -> None:
@@ -162,7 +162,7 @@ def test_loader_lists_models_videocrafter_and_keeps_users_extra_paths(comfy, tmp
 
 def test_nodes_reproduce_the_library_pipeline(comfy, tiny_file):
     model, clip, vae = load_tiny()
-    assert model.patcher.model.training is False and model.config.name == "tiny"
+    assert model.unet.training is False and model.config.name == "tiny"
     latent = sample(model, clip, steps=3, seed=7)
     assert latent["samples"].shape == (1, 4, 4, 16, 24)
     images = node("VC2_VAEDecode").decode(vae, latent, 2)[0]
@@ -296,7 +296,7 @@ def _groups(unet) -> dict[str, Group]:
 
 def _state(patcher) -> dict[str, torch.Tensor]:
     fake_comfyui.ModelPatcher.load(patcher)
-    return {k: v.detach().clone() for k, v in patcher.model.state_dict().items()}
+    return {k: v.detach().clone() for k, v in patcher.model.diffusion_model.state_dict().items()}
 
 
 def _finetune_options(model, clip, vae, **changes):
@@ -315,7 +315,7 @@ def test_spatial_finetune_changes_only_spatial_tensors_inside_inference_mode(com
         tuned, loss = node("VC2_SpatialFineTune").train(**_finetune_options(model, clip, vae, unique_id="9"))
     assert len(loss["loss"]) == 3 and all(np.isfinite(loss["loss"]))
     after = _state(tuned.patcher)
-    groups = _groups(tuned.patcher.model)
+    groups = _groups(tuned.unet)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(groups[k] == Group.SPATIAL for k in changed)
     assert all(torch.equal(before[k], after[k]) for k in before if groups[k] != Group.SPATIAL)
@@ -338,7 +338,7 @@ def test_spatial_lora_finetune_then_lora_loader(comfy):
     with torch.inference_mode():
         tuned, _ = node("VC2_SpatialFineTune").train(**_finetune_options(model, clip, vae, variant="F-Spa-LORA"))
     after = _state(tuned.patcher)
-    groups = _groups(model.patcher.model)
+    groups = _groups(model.unet)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(groups[k] == Group.SPATIAL for k in changed)
     lora_file = comfy.root / "models" / "loras" / "ft_00001.safetensors"

@@ -27,7 +27,26 @@ class LossGraphNode:  # ComfyUI core (comfy_extras/nodes_train.py), the schema /
         return {"required": {"loss": ("LOSS_MAP", {"default": {}}), "filename_prefix": ("STRING", {"default": "x"})}}
 
 
-CORE_NODES = {"LossGraphNode": LossGraphNode}
+class KSampler:  # ComfyUI core (nodes.py), the schema /object_info serves (sampler and scheduler lists shortened)
+    RETURN_TYPES = ("LATENT",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL",),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
+            "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+            "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+            "sampler_name": (["euler", "euler_ancestral", "dpmpp_2m", "ddim", "uni_pc"],),
+            "scheduler": (["simple", "normal", "karras", "ddim_uniform"],),
+            "positive": ("CONDITIONING",),
+            "negative": ("CONDITIONING",),
+            "latent_image": ("LATENT",),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+        }}
+
+
+CORE_NODES = {"LossGraphNode": LossGraphNode, "KSampler": KSampler}
 UI_ONLY = {"Note"}  # frontend-only nodes, absent from the API format
 
 
@@ -157,3 +176,19 @@ def test_text_to_video_workflow_uses_the_released_settings():
         released.steps, released.cfg, 1.0, released.sampler)
     assert (sampler["fps"], latent["height"], latent["width"], latent["frames"]) == (28, 320, 512, 16)
     assert by_type["VC2_TextEncode"] and by_type["VC2_SaveVideo"]["fps"] == 10.0  # the released script's file rate
+
+
+def test_ksampler_workflows_sample_the_loaders_comfyui_model():
+    """The KSampler workflows feed KSampler the loader's MODEL output (or VC2 Model to MODEL) and decode with the
+    pack's VAE; the text-to-video one keeps the released guidance scale and size."""
+    api = json.loads((WORKFLOWS / "api" / "vc2_ksampler_text_to_video.json").read_text())
+    by_type = {node["class_type"]: node["inputs"] for node in api.values()}
+    loader = next(node_id for node_id, node in api.items() if node["class_type"] == "VC2_CheckpointLoader")
+    assert by_type["KSampler"]["model"] == [loader, 3]  # the loader's ComfyUI MODEL output
+    assert by_type["KSampler"]["cfg"] == GenerationSettings().cfg == 12.0
+    latent = by_type["VC2_EmptyVideoLatent"]
+    assert (latent["height"], latent["width"], latent["frames"]) == (320, 512, 16)
+    tuned = json.loads((WORKFLOWS / "api" / "vc2_ksampler_finetune.json").read_text())
+    source = tuned[next(v for v in tuned.values() if v["class_type"] == "KSampler")["inputs"]["model"][0]]
+    assert source["class_type"] == "VC2_ModelToComfy"
+    assert tuned[source["inputs"]["model"][0]]["class_type"] == "VC2_SpatialFineTune"

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # End-to-end check of the pack in a real, headless ComfyUI (CPU is enough): import, /object_info, every
-# API-format workflow of workflows/api run to completion, Cancel during sampling, and a screenshot of the
-# text-to-video workflow in the real frontend. Not part of CI (it needs a ComfyUI install, docs/comfyui.md).
+# API-format workflow of workflows/api run to completion, a screenshot of the KSampler text-to-video workflow in
+# the real frontend, ComfyUI's own sampling code and core nodes on the VC2 MODEL (tools/comfy_native_check.py),
+# and Cancel during sampling (VC2 Sampler and KSampler). Not part of CI (it needs a ComfyUI install,
+# docs/comfyui.md).
 #
 # usage: COMFYUI_DIR=... COMFY_VENV=... tools/comfy_e2e_vc2.sh [RUN_DIR]
 #   SHARED_TOOLS  folder of comfy_e2e.sh and comfy_ui_shot.py (default: ../shared/tools beside the checkout)
 #   PORT=8188     loopback port
+#   WORKFLOWS_DIR API-format workflows to run (default: workflows/api)
 #
 # The workflows name the released checkpoint videocrafter2_512.ckpt; this script puts a stand-in of the same
 # name in models/videocrafter: the tiny-512 preset (VideoCrafter2-512's levels and size rules at toy width,
@@ -17,6 +20,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 COMFY_DIR=${COMFYUI_DIR:?set COMFYUI_DIR to a ComfyUI source tree}
 VENV=${COMFY_VENV:?set COMFY_VENV to ComfyUI s virtual environment}
 TOOLS=${SHARED_TOOLS:-$REPO/../shared/tools}
+WORKFLOWS_DIR=${WORKFLOWS_DIR:-$REPO/workflows/api}
 PORT=${PORT:-8188}
 RUN_DIR=${1:-$(mktemp -d)}
 PY="$VENV/bin/python"
@@ -57,11 +61,14 @@ for i, (colour, shape) in enumerate([("red", "ball"), ("blue", "square"), ("gree
 print(f"stand-in checkpoint {ckpt} ({ckpt.stat().st_size / 2**20:.1f} MiB), 4 captioned images in {images}")
 PYEOF
 
-echo "== workflows (and the screenshot of the text-to-video workflow)"
+echo "== workflows (and the screenshot of the KSampler text-to-video workflow)"
 COMFYUI_DIR="$COMFY_DIR" COMFY_VENV="$VENV" PORT="$PORT" RUN_DIR="$RUN_DIR/e2e" WF_TIMEOUT=1500 \
-  EXTRA_ARGS="--preview-method auto" SCREENSHOT="$RUN_DIR/text_to_video.png" \
-  SCREENSHOT_WORKFLOW="$REPO/workflows/vc2_text_to_video.json" \
-  bash "$TOOLS/comfy_e2e.sh" "$REPO" "$REPO/workflows/api"
+  EXTRA_ARGS="--preview-method auto" SCREENSHOT="$RUN_DIR/ksampler_text_to_video.png" \
+  SCREENSHOT_WORKFLOW="$REPO/workflows/vc2_ksampler_text_to_video.json" \
+  bash "$TOOLS/comfy_e2e.sh" "$REPO" "$WORKFLOWS_DIR"
+
+echo "== ComfyUI's sampling code and core nodes on the VC2 MODEL"
+COMFYUI_DIR="$COMFY_DIR" HF_HUB_OFFLINE=1 "$PY" "$REPO/tools/comfy_native_check.py" "$RUN_DIR/native_check.json"
 
 echo "== Cancel during sampling"
 LINK="$COMFY_DIR/custom_nodes/$(basename "$REPO")"
@@ -73,6 +80,12 @@ LINK="$COMFY_DIR/custom_nodes/$(basename "$REPO")"
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; if [[ -L "$LINK" ]]; then rm -f "$LINK"; fi' EXIT
 for _ in $(seq 120); do curl -sf "http://127.0.0.1:$PORT/system_stats" > /dev/null && break; sleep 1; done
-"$PY" "$REPO/tools/comfy_interrupt_check.py" --url "http://127.0.0.1:$PORT" \
-  --workflow "$REPO/workflows/api/vc2_text_to_video.json" --after-steps 2
+for run in vc2_text_to_video:VC2_Sampler vc2_ksampler_text_to_video:KSampler; do
+  "$PY" "$REPO/tools/comfy_interrupt_check.py" --url "http://127.0.0.1:$PORT" \
+    --workflow "$REPO/workflows/api/${run%%:*}.json" --node-type "${run##*:}" --after-steps 2
+done
+
+echo "== a queue of 20 KSampler prompts: the server's resident memory"
+"$PY" "$REPO/tools/comfy_queue_rss_check.py" --url "http://127.0.0.1:$PORT" --pid "$SERVER" \
+  --workflow "$REPO/workflows/api/vc2_ksampler_text_to_video.json" --prompts 20 --out "$RUN_DIR/queue_rss.json"
 echo "E2E VC2 OK (run folder: $RUN_DIR)"
