@@ -46,7 +46,7 @@ def comfy(files, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny(comfy):
     """The loaded tiny model (model, clip, vae) and an encoded prompt."""
-    model, clip, vae = node("VC2_CheckpointLoader").load("tiny.safetensors", "fp32", "sdpa")
+    model, clip, vae = node("VC2_CheckpointLoader").load("tiny.safetensors", "fp32", "sdpa")[:3]  # (+ MODEL)
     return model, clip, vae, node("VC2_TextEncode").encode(clip, "a red ball")[0]
 
 
