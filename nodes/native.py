@@ -34,6 +34,8 @@ class VC2ModelToComfy:
         return {"required": {"model": (MODEL_TYPE, {"tooltip": "A VideoCrafter model of the pack."})}}
 
     def convert(self, model: VideoModel):
+        if not isinstance(model, VideoModel):
+            raise ValueError(f"model: expected a VC2_MODEL of this pack; got a {type(model).__name__}")
         return (model.patcher,)
 
 
@@ -62,7 +64,12 @@ class VC2Sigmas:
         }}
 
     def sigmas(self, model, steps: int, spacing: str, end: str):
-        levels = make_levels(vc2_schedule(model), steps, spacing)
+        schedule = vc2_schedule(model)
+        if not 1 <= steps < schedule.num_timesteps:
+            raise ValueError(f"steps {steps}: must be in [1, {schedule.num_timesteps - 1}]")
+        if end not in ENDS:
+            raise ValueError(f"end {end!r}: choose one of {', '.join(ENDS)}")
+        levels = make_levels(schedule, steps, spacing)
         sigmas = torch.tensor(levels.sigmas, dtype=torch.float32)  # (steps + 1,), float64 -> float32 once
         if end == "zero":
             sigmas[-1] = 0.0
@@ -86,4 +93,6 @@ class VC2ConditioningFPS:
         }}
 
     def set_fps(self, conditioning: list, fps: int):
+        if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
+            raise ValueError(f"fps {fps}: must be a positive whole number")
         return ([[embedding, {**options, "fps": fps}] for embedding, options in conditioning],)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import fake_comfyui
 import pytest
@@ -83,6 +84,16 @@ def _save(images, fps=8.0, kind="mp4", prefix="vc2/bad"):
     return lambda tiny: node("VC2_SaveVideo").save(images, fps, kind, prefix)
 
 
+def _sigmas(steps=4, spacing="logsnr", end="official", model=None):
+    return lambda tiny: node("VC2_Sigmas").sigmas(model or tiny[0].patcher, steps, spacing, end)
+
+
+def _to_comfyui(name):
+    return lambda tiny: node("VC2_LoraToComfyUI").convert(name)
+
+
+NOT_A_VC2_MODEL = SimpleNamespace(model=torch.nn.Linear(1, 1))  # a ComfyUI MODEL of another family, as seen here
+
 NODE_CASES = {  # (case id, needs the tiny model loaded, call, message)
     "VC2_CheckpointLoader": [
         ("missing", False, _loader("missing.safetensors"), "is not in ComfyUI/models/videocrafter"),
@@ -139,6 +150,27 @@ NODE_CASES = {  # (case id, needs the tiny model loaded, call, message)
         ("format", False, _save(torch.zeros(2, 16, 16, 3), kind="avi"), "format 'avi'"),
         ("fps-0", False, _save(torch.zeros(2, 16, 16, 3), fps=0.0), "fps 0.0: must be a positive number"),
         ("fps-nan", False, _save(torch.zeros(2, 16, 16, 3), fps=float("nan")), "fps nan: must be a positive number"),
+    ],
+    "VC2_ModelToComfy": [
+        ("not-a-vc2-model", False, lambda t: node("VC2_ModelToComfy").convert(NOT_A_VC2_MODEL),
+         "model: expected a VC2_MODEL of this pack; got a SimpleNamespace"),
+    ],
+    "VC2_Sigmas": [
+        ("steps-0", True, _sigmas(steps=0), "steps 0: must be in [1, 999]"),
+        ("steps-1000", True, _sigmas(steps=1000), "steps 1000: must be in [1, 999]"),
+        ("spacing", True, _sigmas(spacing="karras"), "unknown timestep spacing 'karras'"),
+        ("end", True, _sigmas(end="half"), "end 'half': choose one of official, zero"),
+        ("other-model", False, _sigmas(model=NOT_A_VC2_MODEL), "model: expected the MODEL output of Load"),
+    ],
+    "VC2_ConditioningFPS": [
+        ("fps-0", True, lambda t: node("VC2_ConditioningFPS").set_fps(t[3], 0), "fps 0: must be a positive whole"),
+        ("fps-fraction", True, lambda t: node("VC2_ConditioningFPS").set_fps(t[3], 7.5), "fps 7.5: must be a positive"),
+    ],
+    "VC2_LoraToComfyUI": [
+        ("missing", False, _to_comfyui("gone.safetensors"), "is not in ComfyUI/models/loras"),
+        ("truncated", False, _to_comfyui("lora_trunc.safetensors"), "not a LoRA written by vc2"),
+        ("junk", False, _to_comfyui("junk.safetensors"), "not a LoRA written by vc2"),
+        ("a-checkpoint", False, _to_comfyui("tiny.safetensors"), "not a LoRA written by vc2"),
     ],
     "VC2_SpatialFineTune": [
         ("no-images", True, lambda t: _finetune(t, images=None), "no training images"),
