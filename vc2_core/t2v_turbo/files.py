@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from ..messages import first_few
 
@@ -55,16 +56,16 @@ def read_turbo_weights(path: str | Path) -> TurboLoRA | TurboUNet:
     path = Path(path)
     if not path.is_file():
         raise TurboWeightsError(f"{path}: no such T2V-Turbo weight file")
+    if path.suffix == ".safetensors":
+        raise TurboWeightsError(f"{path}: a safetensors file; T2V-Turbo's files are torch .pt files (a vc2 LoRA "
+                                "is merged into a checkpoint with vc2 lora merge)")
     try:
         contents = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise TurboWeightsError(f"{path}: refused: not a plain file of tensors (torch.load with weights_only=True "
                                 f"rejects it: {reason})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        if path.suffix == ".safetensors":
-            raise TurboWeightsError(f"{path}: a safetensors file; T2V-Turbo's files are torch .pt files (a vc2 LoRA "
-                                    "is merged into a checkpoint with vc2 lora merge)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, SafetensorError) as error:
         raise TurboWeightsError(f"{path}: not a torch file, or a truncated one ({type(error).__name__}: "
                                 f"{str(error).strip().splitlines()[0] if str(error).strip() else ''})") from None
     if isinstance(contents, (list, tuple)):
