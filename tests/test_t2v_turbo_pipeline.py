@@ -67,14 +67,16 @@ CLI_SMALL = ["--frames", "4", "--height", "16", "--width", "24", "--prompt", "a 
 
 
 def test_vc2_sample_with_their_lora_in_four_steps(cli_files, tmp_path, capsys):
+    """No --steps or --cfg: the t2v-turbo sampler's defaults are T2V-Turbo's (4 steps, guidance 7.5)."""
     checkpoint, lora = cli_files
     out = tmp_path / "turbo.gif"
-    code = main(["sample", "--ckpt", str(checkpoint), "--lora", str(lora), "--sampler", "t2v-turbo", "--steps", "4",
-                 "--cfg", "7.5", "--out", str(out), *CLI_SMALL])
+    code = main(["sample", "--ckpt", str(checkpoint), "--lora", str(lora), "--sampler", "t2v-turbo",
+                 "--out", str(out), *CLI_SMALL])
     assert code == 0, capsys.readouterr().err
     frames, _ = read_video(out)
     assert frames.shape == (4, 16, 24, 3) and frames.std() > 0
-    assert "t2v-turbo 4 steps" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "t2v-turbo 4 steps" in printed and "cfg 7.5" in printed, printed
 
 
 def test_vc2_sample_names_a_lora_that_does_not_fit_and_writes_nothing(cli_files, tmp_path, capsys):

@@ -70,8 +70,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=_at_least(1), help="frames to generate (default: the model's, 16)")
     p.add_argument("--height", type=_at_least(1), help="height in pixels (default: the model's, 320)")
     p.add_argument("--width", type=_at_least(1), help="width in pixels (default: the model's, 512)")
-    p.add_argument("--steps", type=_at_least(1), default=50, help="sampler steps (default 50)")
-    p.add_argument("--cfg", type=_non_negative, default=12.0, help="guidance scale (default 12; 1 = off)")
+    p.add_argument("--steps", type=_at_least(1), help="sampler steps (default 50; t2v-turbo: 4, T2V-Turbo's)")
+    p.add_argument("--cfg", type=_non_negative,
+                   help="guidance scale (default 12; 1 = off; t2v-turbo: 7.5, T2V-Turbo's, fed to its embedding)")
     p.add_argument("--guidance-rescale", type=_non_negative, default=0.0,
                    help="pull the guided prediction's std back to the conditional one, 0..1 (default 0 = off)")
     p.add_argument("--eta", type=_non_negative,
@@ -82,7 +83,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         "origin-50, its default, or origin-200, T2V-Turbo-v2's)")
     p.add_argument("--lora", type=Path, metavar="FILE",
                    help="T2V-Turbo's weights: their unet_lora.pt (T2V-Turbo VC2) or unet_mg.pt (v2), read as "
-                        "tensors only; sample with --sampler t2v-turbo --steps 4 --cfg 7.5 (their defaults)")
+                        "tensors only; sample with --sampler t2v-turbo (4 steps, cfg 7.5: their defaults)")
     p.add_argument("--lora-strength", type=_non_negative, default=1.0,
                    help="how much of the T2V-Turbo LoRA is merged (default 1, as released)")
     p.add_argument("--fps", type=_at_least(1), help="fps condition and file frame rate (default: the model's, 28)")
@@ -166,6 +167,10 @@ def peak_memory(device: torch.device) -> str:
     return f"peak RSS {rss_gb:.2f} GB"
 
 
+STEPS = {"default": 50, "t2v-turbo": 4}  # the released script's; T2V-Turbo's
+CFG = {"default": 12.0, "t2v-turbo": 7.5}
+
+
 def read_turbo(path: Path):
     """T2V-Turbo's weights from --lora, or a UsageError saying why the file cannot be used."""
     from ..t2v_turbo import TurboWeightsError, read_turbo_weights
@@ -205,7 +210,9 @@ def run(args: argparse.Namespace) -> int:
     paths = output_paths(args.out, len(prompts))
     device = resolve_device(args.device)
     settings = GenerationSettings(
-        height=args.height, width=args.width, frames=args.frames, fps=args.fps, steps=args.steps, cfg=args.cfg,
+        height=args.height, width=args.width, frames=args.frames, fps=args.fps,
+        steps=args.steps or STEPS.get(args.sampler, STEPS["default"]),
+        cfg=CFG.get(args.sampler, CFG["default"]) if args.cfg is None else args.cfg,
         eta=args.eta, sampler=args.sampler, spacing=args.spacing, negative_prompt=args.negative,
         guidance_rescale=args.guidance_rescale, batched_cfg=not args.split_cfg, context_frames=args.context_frames,
         context_overlap=args.context_overlap, context_loop=args.context_loop, decode_chunk_frames=args.decode_chunk)
