@@ -234,6 +234,13 @@ def test_launch_problems(engine, world, local, machine, cpu, expected):
         assert expected in problem and "\n" not in problem
 
 
+def test_fsdp_refuses_an_ema_of_sharded_weights():
+    """Under FSDP a process holds only its shard between steps; the EMA follows whole weights, so it is refused."""
+    problem = launch_problem(Launch("FSDP", 8, 8), GPU_MACHINE, False, ema=True)
+    assert "optim.ema_decay is set" in problem and "\n" not in problem
+    assert launch_problem(Launch("DDP", 8, 8), GPU_MACHINE, False, ema=True) is None
+
+
 def test_launch_reads_what_accelerate_launch_sets():
     assert Launch.from_environment({}) == Launch("DDP", 1, 1)
     assert Launch.from_environment({"ACCELERATE_USE_FSDP": "true", "WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8"}) \

@@ -78,14 +78,14 @@ def run_train(args: argparse.Namespace) -> int:
             shutil.rmtree(out, ignore_errors=True)
         raise
     if not summary.main_process:
-        return 0 if summary.parameters_identical else 3
+        return 3 if summary.parameters_identical is False else 0  # None: sharded (FSDP), not comparable
     per_step = summary.seconds / max(summary.steps, 1)
     print(f"vc2 train: {summary.steps} steps done ({summary.seconds:.1f} s this run, {per_step:.2f} s/step); "
           f"last loss {summary.last_loss:.4f}; checkpoint {summary.final_checkpoint}")
     print(f"vc2 train: data: {summary.skipped_items}")
     if summary.skipped_steps:
         print(f"vc2 train: {summary.skipped_steps} steps skipped for a non-finite loss")
-    if not summary.parameters_identical:
+    if summary.parameters_identical is False:
         print("vc2 train: warning: the trained parameters differ between processes", file=sys.stderr)
         return 3
     return 0

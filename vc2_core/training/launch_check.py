@@ -62,8 +62,9 @@ class Machine:
         return cls(count, importlib.util.find_spec("deepspeed") is not None)
 
 
-def launch_problem(launch: Launch, machine: Machine, cpu: bool) -> str | None:
-    """Why ``launch`` cannot train on ``machine`` with ``run.cpu = cpu``; None when it can."""
+def launch_problem(launch: Launch, machine: Machine, cpu: bool, ema: bool = False) -> str | None:
+    """Why ``launch`` cannot train on ``machine`` with ``run.cpu = cpu`` (and an EMA of the weights when ``ema``);
+    None when it can."""
     on_cpu = cpu or machine.cuda_devices == 0
     why_cpu = "run.cpu is true" if cpu else "this machine has no CUDA device"
     if launch.engine == "DeepSpeed" and on_cpu:
@@ -74,6 +75,10 @@ def launch_problem(launch: Launch, machine: Machine, cpu: bool) -> str | None:
     if launch.engine == "FSDP" and on_cpu:
         return (f"the accelerate config asks for FSDP, which accelerate runs on GPUs only (on a CPU it would run DDP "
                 f"instead), but the run is on the CPU ({why_cpu}); use trainers/accelerate/ddp.yaml")
+    if launch.engine == "FSDP" and ema:
+        return ("the accelerate config asks for FSDP, but optim.ema_decay is set: under FSDP each process holds only "
+                "a shard of the weights between steps, and vc2's EMA follows whole weights; set optim.ema_decay: null "
+                "(--set optim.ema_decay=null) or use trainers/accelerate/ddp.yaml")
     if launch.world_size > 1 and not cpu and machine.cuda_devices == 0:
         return (f"{launch.world_size} processes were launched with run.cpu false on a machine without CUDA devices: "
                 f"they would not train together; set run.cpu: true (--set run.cpu=true) to train on CPUs over gloo")
@@ -83,9 +88,9 @@ def launch_problem(launch: Launch, machine: Machine, cpu: bool) -> str | None:
     return None
 
 
-def check_launch(cpu: bool, environ: Mapping[str, str] | None = None) -> None:
+def check_launch(cpu: bool, ema: bool = False, environ: Mapping[str, str] | None = None) -> None:
     """Raise :class:`LaunchError` when this process's launch cannot train on this machine (see the module)."""
     problem = launch_problem(Launch.from_environment(os.environ if environ is None else environ),
-                             Machine.this_one(), cpu)
+                             Machine.this_one(), cpu, ema)
     if problem is not None:
         raise LaunchError(problem)

@@ -51,7 +51,7 @@ class TrainSummary:
     final_checkpoint: Path | None
     skipped_items: str  # the data skip report
     skipped_steps: int  # steps skipped for a non-finite loss (run.nan: skip)
-    parameters_identical: bool  # the trained parameters are identical on every process
+    parameters_identical: bool | None  # the trained parameters are identical on every process; None under FSDP
     last_loss: float
     main_process: bool  # this process reports the run (the others stay quiet)
 
@@ -118,7 +118,8 @@ def _accelerator(config: TrainConfig, out: Path):
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
-    check_launch(config.run.cpu)  # before accelerate sets up an engine this machine cannot run
+    # before accelerate sets up an engine this machine cannot run
+    check_launch(config.run.cpu, ema=config.optim.ema_decay is not None)
     accelerator = Accelerator(
         cpu=config.run.cpu, mixed_precision=config.run.mixed_precision,
         log_with="tensorboard" if config.log.tensorboard else None,
@@ -134,12 +135,16 @@ def _accelerator(config: TrainConfig, out: Path):
 def _finish(accelerator, out: Path, trainable: NamedParameters, sources: dict[DataKind, Source], progress: Progress,
             seconds: float, final: Path | None, last_loss: float) -> TrainSummary:
     """End the run's trackers; the summary (written to summary.json by the main process)."""
+    from accelerate.utils import DistributedType
+
     reports = SkipReport()
     for per_process in gather(accelerator, {k: s.stream.report.to_dict() for k, s in sources.items()}):
         for report in per_process.values():
             reports.merge(SkipReport.from_dict(report))
     digest = _digest(trainable)
     identical = len(set(gather(accelerator, digest))) == 1
+    if accelerator.distributed_type == DistributedType.FSDP:  # each process holds its own shard: not comparable
+        identical = None
     accelerator.free_memory()
     accelerator.end_training()
     summary = TrainSummary(out, progress.step, seconds, final, reports.summary(), progress.skipped_steps,
