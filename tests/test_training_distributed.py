@@ -241,6 +241,14 @@ def test_fsdp_refuses_an_ema_of_sharded_weights():
     assert launch_problem(Launch("DDP", 8, 8), GPU_MACHINE, False, ema=True) is None
 
 
+def test_deepspeed_refuses_vc2_accumulation():
+    """accelerate leaves the loss's division by the accumulation steps to DeepSpeed; vc2's step divides too."""
+    problem = launch_problem(Launch("DeepSpeed", 8, 8), GPU_MACHINE, False, accumulation=4)
+    assert "optim.gradient_accumulation 4" in problem and "\n" not in problem
+    assert launch_problem(Launch("DeepSpeed", 8, 8), GPU_MACHINE, False, accumulation=1) is None
+    assert launch_problem(Launch("DDP", 8, 8), GPU_MACHINE, False, accumulation=4) is None
+
+
 def test_launch_reads_what_accelerate_launch_sets():
     assert Launch.from_environment({}) == Launch("DDP", 1, 1)
     assert Launch.from_environment({"ACCELERATE_USE_FSDP": "true", "WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8"}) \

@@ -10,7 +10,9 @@
   without the ``deepspeed`` package or a GPU it fails inside its setup;
 - processes launched with ``run.cpu: false`` on a machine without CUDA do not form a process group:
   each trains alone on the same items and writes the same output folder;
-- more processes on a machine than it has CUDA devices: a process would take a device that does not exist.
+- more processes on a machine than it has CUDA devices: a process would take a device that does not exist;
+- FSDP with an EMA of the weights: each process holds only a shard between steps (read in the code, not run);
+- DeepSpeed with vc2's gradient accumulation: the loss would be divided by the steps twice (read in accelerate's code).
 
 :func:`check_launch` turns each case into one message (a ``ValueError``: ``vc2 train`` prints it and
 exits with status 1).
@@ -62,9 +64,9 @@ class Machine:
         return cls(count, importlib.util.find_spec("deepspeed") is not None)
 
 
-def launch_problem(launch: Launch, machine: Machine, cpu: bool, ema: bool = False) -> str | None:
-    """Why ``launch`` cannot train on ``machine`` with ``run.cpu = cpu`` (and an EMA of the weights when ``ema``);
-    None when it can."""
+def launch_problem(launch: Launch, machine: Machine, cpu: bool, ema: bool = False, accumulation: int = 1) -> str | None:
+    """Why ``launch`` cannot train on ``machine`` with ``run.cpu = cpu`` (an EMA of the weights when ``ema``,
+    ``optim.gradient_accumulation`` = ``accumulation``); None when it can."""
     on_cpu = cpu or machine.cuda_devices == 0
     why_cpu = "run.cpu is true" if cpu else "this machine has no CUDA device"
     if launch.engine == "DeepSpeed" and on_cpu:
@@ -75,6 +77,10 @@ def launch_problem(launch: Launch, machine: Machine, cpu: bool, ema: bool = Fals
     if launch.engine == "FSDP" and on_cpu:
         return (f"the accelerate config asks for FSDP, which accelerate runs on GPUs only (on a CPU it would run DDP "
                 f"instead), but the run is on the CPU ({why_cpu}); use trainers/accelerate/ddp.yaml")
+    if launch.engine == "DeepSpeed" and accumulation > 1:
+        return (f"the accelerate config asks for DeepSpeed with optim.gradient_accumulation {accumulation}: accelerate "
+                "leaves the loss's division by the accumulation steps to DeepSpeed and vc2's step divides too (the "
+                "gradients would be too small); set optim.gradient_accumulation: 1 and DeepSpeed's own accumulation")
     if launch.engine == "FSDP" and ema:
         return ("the accelerate config asks for FSDP, but optim.ema_decay is set: under FSDP each process holds only "
                 "a shard of the weights between steps, and vc2's EMA follows whole weights; set optim.ema_decay: null "
@@ -88,9 +94,9 @@ def launch_problem(launch: Launch, machine: Machine, cpu: bool, ema: bool = Fals
     return None
 
 
-def check_launch(cpu: bool, ema: bool = False, environ: Mapping[str, str] | None = None) -> None:
+def check_launch(cpu: bool, ema: bool = False, accumulation: int = 1, environ: Mapping[str, str] | None = None) -> None:
     """Raise :class:`LaunchError` when this process's launch cannot train on this machine (see the module)."""
     problem = launch_problem(Launch.from_environment(os.environ if environ is None else environ),
-                             Machine.this_one(), cpu, ema)
+                             Machine.this_one(), cpu, ema, accumulation)
     if problem is not None:
         raise LaunchError(problem)

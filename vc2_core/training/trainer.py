@@ -119,7 +119,8 @@ def _accelerator(config: TrainConfig, out: Path):
     from accelerate.utils import ProjectConfiguration
 
     # before accelerate sets up an engine this machine cannot run
-    check_launch(config.run.cpu, ema=config.optim.ema_decay is not None)
+    check_launch(config.run.cpu, ema=config.optim.ema_decay is not None,
+                 accumulation=config.optim.gradient_accumulation)
     accelerator = Accelerator(
         cpu=config.run.cpu, mixed_precision=config.run.mixed_precision,
         log_with="tensorboard" if config.log.tensorboard else None,
