@@ -129,6 +129,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, backend:
         note_fallback_when_traced(fallback.requested, fallback.used, fallback.check)
     elif fallback is not None:
         note_fallback(fallback.requested, fallback.used, fallback.check, fallback.reason)
-    if not torch.compiler.is_compiling() and getattr(_COUNTING, "counts", None) is not None:
-        _COUNTING.counts[chosen.name] += 1
+    counts = getattr(_COUNTING, "counts", None)  # None outside count_backend_calls: one attribute read per call
+    if counts is not None and not torch.compiler.is_compiling():
+        counts[chosen.name] += 1
     return chosen.run(q, k, v, causal)
