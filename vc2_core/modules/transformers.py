@@ -103,7 +103,8 @@ class SpatialTransformer(nn.Module):
         for block in self.transformer_blocks:
             tokens = block(tokens, context)
         tokens = pointwise(self.proj_out, tokens)  # (n, hw, c)
-        return tokens.transpose(1, 2).reshape(n, c, h, w) + x
+        # x first: the sum is written in x's layout (NCHW frames stay NCHW, channels_last ones channels_last)
+        return x + tokens.transpose(1, 2).reshape(n, c, h, w)
 
 
 class TemporalTransformer(nn.Module):
