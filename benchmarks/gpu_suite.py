@@ -28,8 +28,9 @@ JSON is rewritten after every part, and a part whose estimate no longer fits ``-
    ``sample/compile-cudagraphs`` (torch.compile mode ``reduce-overhead``: CUDA graphs).
 
 The dry run (``--dry-run``) runs the same code on the CPU with the ``tiny`` preset (its UNet at one level, the
-transformers in the middle block only: a short torch.compile trace), 4 x 16 x 24, 2 steps, fp32, ``aot_eager``
-instead of inductor: it checks the script, not the numbers (tests/test_gpu_suite.py runs it).
+transformers in the middle block only), 4 x 16 x 24, 2 steps, fp32, torch.compile's ``eager`` backend instead of
+inductor (Dynamo's capture without AOTAutograd: the shortest trace): it checks the script, not the numbers
+(tests/test_gpu_suite.py runs it).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ DRY_PLAN = Plan(
     frames=4, height=16, width=24, steps=2, repeats=1,
     train_frames=4, train_height=8, train_width=8, train_rounds=1, checkpointing_batch=2,
     attention_shapes=(("temporal 4x4", 2 * 4 * 4, 2, 4),), head_dim=16, dtype=torch.float32,
-    compile_backend="aot_eager", estimates_s={},
+    compile_backend="eager", estimates_s={},
 )
 
 
