@@ -287,8 +287,9 @@ class Samples:
             found = {key: statistics.median(run[key] for run in runs) for key in runs[0] if key != "finite"}
             found |= {"all_finite": all(run["finite"] for run in runs), "runs": runs, "warmup_total_s":
                       warm["total_s"], "warmup_extra_s": warm["total_s"] - found["total_s"]} | self.clock.peak()
-            if unet is None:  # our UNet: how close to eager it computes
-                same = prepared_unet(self.ours, compile_backend=settings.compile, channels_last=settings.channels_last)
+            if not isinstance(unet, DiffusersUNet):  # our UNet: how close to eager it computes
+                same = unet if unet is not None else prepared_unet(self.ours, compile_backend=settings.compile,
+                                                                    channels_last=settings.channels_last)
                 found["forward_rel_l2_vs_eager"] = relative_l2(self.forward(same), self.eager_forward)
                 if name == "eager":
                     self.eager_video = video

@@ -28,7 +28,7 @@ def test_dry_run_runs_every_part_and_writes_its_results(tmp_path):
     failed = {name: part.get("error") or part.get("skipped") for name, part in parts.items()
               if "error" in part or "skipped" in part}
     assert not failed, failed
-    for name in ("sample/compile", "sample/channels_last", "sample/compile+channels_last"):
+    for name in ("sample/compile", "sample/channels_last", "sample/compile+channels_last", "sample/compile-cudagraphs"):
         assert parts[name]["all_finite"], name
         assert parts[name]["forward_rel_l2_vs_eager"] < 1e-5, (name, parts[name]["forward_rel_l2_vs_eager"])
         assert parts[name]["video_rel_l2_vs_eager"] < 1e-4, (name, parts[name]["video_rel_l2_vs_eager"])
