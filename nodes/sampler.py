@@ -16,6 +16,15 @@ from .types import MODEL_TYPE, VideoModel
 Tensor = torch.Tensor
 PREVIEW_FRAMES = 4  # frames shown side by side in the progress preview
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+# the "performance" input: GenerationSettings changes (low memory: cond and uncond as two UNet calls; compile:
+# torch.compile with inductor, the first run pays the compilation; channels_last: NHWC convolutions)
+PERFORMANCE = {
+    "default": {},
+    "low memory": {"batched_cfg": False},
+    "channels_last": {"channels_last": True},
+    "compile": {"compile": "inductor"},
+    "compile + channels_last": {"compile": "inductor", "channels_last": True},
+}
 
 
 def conditioning_tensor(conditioning: list, name: str, model: VideoModel) -> Tensor:
@@ -91,11 +100,19 @@ class VC2Sampler:
                 "context_loop": ("BOOLEAN", {"default": False,
                                              "tooltip": "Windows wrap around the end: a looping video."}),
             },
+            "optional": {
+                "performance": (list(PERFORMANCE), {
+                    "default": "default",
+                    "tooltip": "low memory: the conditional and unconditional passes run one after the other "
+                               "(less memory, slower). compile: torch.compile of the UNet, the first run "
+                               "compiles (about a minute on a GPU). channels_last: NHWC convolutions (faster "
+                               "on GPUs). The same video within float rounding."}),
+            },
         }
 
     def sample(self, model: VideoModel, positive: list, negative: list, latent: dict, seed: int, steps: int,
                cfg: float, eta: float, fps: int, sampler_name: str, context_frames: int, context_overlap: int,
-               context_loop: bool):
+               context_loop: bool, performance: str = "default"):
         samples = latent["samples"]
         config = model.config
         if samples.ndim != 5 or samples.shape[1] != config.unet.in_channels:
@@ -109,9 +126,12 @@ class VC2Sampler:
             raise ValueError(f"seed {seed}: must be in [0, 2**64 - 1]")
         if seed + batch - 1 > MAX_SEED:
             raise ValueError(f"seed {seed}: a batch of {batch} needs seeds up to {seed + batch - 1}, over 2**64 - 1")
+        if performance not in PERFORMANCE:
+            raise ValueError(f"performance {performance!r}: choose one of {', '.join(PERFORMANCE)}")
         settings = GenerationSettings(
             fps=fps, steps=steps, cfg=cfg, eta=eta, sampler=sampler_name, context_frames=context_frames or None,
             context_overlap=context_overlap if context_frames else None, context_loop=context_loop,
+            **PERFORMANCE[performance],
         ).resolve_for_latents(config, samples.shape)
         context = _per_video(conditioning_tensor(positive, "positive", model), batch, "positive")
         uncond = _per_video(conditioning_tensor(negative, "negative", model), batch, "negative")

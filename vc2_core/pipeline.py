@@ -15,6 +15,9 @@ prompt); their defaults are 4 steps and a scale of 7.5.
 Memory: with ``offload`` the text encoder and the VAE are on the accelerator only while they
 work, classifier-free guidance can run cond and uncond as one UNet call (``batched_cfg``, the
 default) or as two (less memory), and the VAE decodes ``decode_chunk_frames`` frames at a time.
+:func:`low_memory` sets both for the least memory (the low-memory mode of ``vc2 sample --low-memory``).
+
+Speed: ``compile`` and ``channels_last`` run the same UNet faster (:mod:`vc2_core.speedups`).
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ from .diffusion.registry import SamplingPlan, plan_sampling
 from .diffusion.schedule import DiffusionSchedule
 from .model import VideoCrafter
 from .precision import DTYPES, cast_for_inference
+from .speedups import COMPILE_BACKENDS, prepared_unet
 from .t2v_turbo.conditioning import TurboEps
 
 __all__ = ["DTYPES", "GenerationSettings", "ResolvedSettings", "cast_for_inference", "generate", "latent_shape",
-           "on_device", "pixel_multiple", "sample_latents"]
+           "low_memory", "on_device", "pixel_multiple", "sample_latents"]
 
 Tensor = torch.Tensor
 
@@ -61,6 +65,10 @@ class GenerationSettings:
     context_overlap: int | None = None  # frames shared by neighbouring windows; None: a quarter of a window
     context_loop: bool = False
     decode_chunk_frames: int | None = 1  # VAE frames per decode call (1 as the official inference)
+    # how the UNet runs (same values within float rounding; vc2_core.speedups): torch.compile backend
+    # ("inductor"; None: eager) and channels_last convolutions (False: the weights are stored NCHW)
+    compile: str | None = None
+    channels_last: bool = False
 
     def resolve(self, config: ModelConfig) -> ResolvedSettings:
         """These settings with the model's defaults filled in and the sampling plan made, or a ValueError
@@ -105,6 +113,9 @@ class GenerationSettings:
             problems.append(f"guidance rescale {self.guidance_rescale}: must be in [0, 1]")
         if self.decode_chunk_frames is not None and self.decode_chunk_frames < 1:
             problems.append(f"decode chunk {self.decode_chunk_frames}: must be at least 1 frame (or None: all)")
+        if self.compile is not None and self.compile not in COMPILE_BACKENDS:
+            problems.append(f"compile {self.compile!r}: not a torch.compile backend here; choose one of "
+                            f"{', '.join(COMPILE_BACKENDS)} (or None: eager)")
         plan, problem = self._plan(config)
         problems += [problem] if problem else []
         if not problems:
@@ -161,6 +172,18 @@ class ResolvedSettings(GenerationSettings):
         return self if config == self.config else super().resolve(config)
 
 
+def low_memory(settings: GenerationSettings) -> GenerationSettings:
+    """``settings`` in the low-memory mode: the conditional and unconditional UNet passes as two calls
+    (half the activations) and the VAE decoding one frame at a time. Run them with ``generate(...,
+    offload=True)`` (its default: the text encoder and the VAE are on the accelerator only while they work).
+
+    Attention needs no slicing for it: every backend ``auto`` picks (SDPA's flash / memory-efficient
+    kernels, the Triton temporal kernel) keeps memory linear in the sequence; only ``math``, the fp32
+    reference, holds the (batch, heads, L, L) logits (docs/benchmarks.md).
+    """
+    return dataclasses.replace(settings, batched_cfg=False, decode_chunk_frames=1)
+
+
 def latent_shape(config: ModelConfig, frames: int, height: int, width: int, batch: int) -> tuple[int, ...]:
     """(b, z, t, h, w) of the latents of ``batch`` videos of ``frames`` frames at height x width pixels."""
     f = config.vae.downsample_factor
@@ -187,7 +210,9 @@ def sample_latents(unet: nn.Module, context: Tensor, uncond: Tensor | None, x_T:
 
     ``settings`` are resolved ones (they carry the sampling plan); context (b, L, d) and uncond (b, L, d)
     (None: no guidance) are the text embeddings; ``noise`` draws the samplers' later noise (see :func:`seeded_noise`).
+    The settings' ``channels_last`` sets the layout of ``unet``'s convolution weights in place (values unchanged).
     """
+    unet = prepared_unet(unet, compile_backend=settings.compile, channels_last=settings.channels_last)
     if settings.plan.sampler.guidance_in_unet:  # T2V-Turbo: the scale is an embedding, uncond is not used
         eps_fn = TurboEps(unet, context, settings.cfg, fps=settings.fps, dtype=_dtype_of(unet))
     else:

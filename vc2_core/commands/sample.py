@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..attention import attention_backend, backend_names
 from ..diffusion import SAMPLERS, SPACINGS
 from ..diffusion.consistency import ORIGIN_SPACINGS
 from ..precision import DTYPES
+from ..speedups import COMPILE_BACKENDS
 from ..video_io import check_output_path, output_format
 from .usage import UsageError, check_seed_range, seed
 
@@ -108,6 +110,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--decode-chunk", type=_at_least(1), default=1, help="VAE frames decoded at a time (default 1)")
     p.add_argument("--no-offload", action="store_true",
                    help="keep the text encoder and VAE on the accelerator between uses")
+    p.add_argument("--low-memory", action="store_true",
+                   help="the least memory: --split-cfg and --decode-chunk 1 with the text encoder and VAE offloaded "
+                        "(not with --no-offload); slower")
+    p.add_argument("--compile", nargs="?", const="inductor", choices=COMPILE_BACKENDS, metavar="BACKEND",
+                   help="torch.compile the UNet (BACKEND default inductor); the first step pays the compilation "
+                        "(about a minute on a GPU, minutes on a CPU), reported at the end")
+    p.add_argument("--channels-last", action="store_true",
+                   help="run the UNet's convolutions in channels_last (NHWC) layout; same values, faster on GPUs")
     p.set_defaults(run=run)
 
 
@@ -201,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..checkpoint import build_model, open_checkpoint
-    from ..pipeline import GenerationSettings, generate
+    from ..pipeline import GenerationSettings, generate, low_memory
     from ..video_io import to_frames, write_video
 
     started = time.perf_counter()
@@ -215,7 +225,12 @@ def run(args: argparse.Namespace) -> int:
         cfg=CFG.get(args.sampler, CFG["default"]) if args.cfg is None else args.cfg,
         eta=args.eta, sampler=args.sampler, spacing=args.spacing, negative_prompt=args.negative,
         guidance_rescale=args.guidance_rescale, batched_cfg=not args.split_cfg, context_frames=args.context_frames,
-        context_overlap=args.context_overlap, context_loop=args.context_loop, decode_chunk_frames=args.decode_chunk)
+        context_overlap=args.context_overlap, context_loop=args.context_loop, decode_chunk_frames=args.decode_chunk,
+        compile=args.compile, channels_last=args.channels_last)
+    if args.low_memory:
+        if args.no_offload:
+            raise UsageError("--low-memory offloads the text encoder and VAE; it cannot be combined with --no-offload")
+        settings = low_memory(settings)
 
     if device.type == "cpu" and args.dtype != "fp32":
         print(f"note: {args.dtype} on a CPU without native half-precision instructions is about 20x slower than fp32 "
@@ -238,11 +253,13 @@ def run(args: argparse.Namespace) -> int:
 
     batches = [range(start, min(start + args.batch_size, len(prompts)))
                for start in range(0, len(prompts), args.batch_size)]
+    step_times: list[float] = []  # when each step ended (the first one also holds a compilation)
     with tqdm(total=None, unit="step", desc="sampling", file=sys.stderr, dynamic_ncols=True) as bar:
         def on_step(step) -> None:
             if bar.total is None:
                 bar.reset(total=step.total * len(batches))
             bar.update(1)
+            step_times.append(time.perf_counter())
 
         for batch in batches:
             with attention_backend(args.attention):  # None: $VC2_ATTENTION, else auto
@@ -255,4 +272,9 @@ def run(args: argparse.Namespace) -> int:
     total = time.perf_counter() - started
     print(f"done: {len(prompts)} video(s) in {total:.1f} s (loading {loaded - started:.1f} s, "
           f"{steps_per_second:.2f} steps/s), {peak_memory(device)}")
+    if args.compile and len(step_times) > 2:
+        first = step_times[0] - loaded  # text encoding + the first step + the compilation
+        later = statistics.median(b - a for a, b in zip(step_times[1:-1], step_times[2:], strict=True))
+        print(f"compile warm-up: about {first - later:.1f} s (first step {first:.1f} s with text encoding, "
+              f"later steps {later:.2f} s each)")
     return 0

@@ -103,7 +103,8 @@ class SpatialTransformer(nn.Module):
         for block in self.transformer_blocks:
             tokens = block(tokens, context)
         tokens = pointwise(self.proj_out, tokens)  # (n, hw, c)
-        return tokens.transpose(1, 2).reshape(n, c, h, w) + x
+        # x first: the sum is written in x's layout (NCHW frames stay NCHW, channels_last ones channels_last)
+        return x + tokens.transpose(1, 2).reshape(n, c, h, w)
 
 
 class TemporalTransformer(nn.Module):
@@ -163,8 +164,9 @@ class TemporalTransformer(nn.Module):
         for block in self.transformer_blocks:
             tokens = block(tokens, None if self.only_self_att else context, causal)
         tokens = pointwise(self.proj_out, tokens)  # ((b h w), t, c)
-        tokens = tokens.view(b, h, w, t, c).permute(0, 3, 4, 1, 2).reshape(n, c, h, w)
-        return tokens + x
+        tokens = tokens.view(b, h, w, t, c).permute(0, 3, 4, 1, 2)  # (b, t, c, h, w), a view
+        # x first: the sum is written in x's layout (channels_last frames stay channels_last), no copy before it
+        return (x.view(b, t, c, h, w) + tokens).reshape(n, c, h, w)
 
     def causal_mask(self) -> Tensor:
         """The official lower-triangular mask, (1, L, L) float (1 = visible)."""
