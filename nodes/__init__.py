@@ -10,6 +10,7 @@ from .native import VC2ConditioningFPS, VC2ModelToComfy, VC2Sigmas
 from .sampler import VC2Sampler
 from .save_video import VC2SaveVideo
 from .text_encode import VC2TextEncode
+from .turbo import VC2TurboLoader
 
 NODE_CLASS_MAPPINGS = {
     "VC2_CheckpointLoader": VC2CheckpointLoader,
@@ -24,6 +25,7 @@ NODE_CLASS_MAPPINGS = {
     "VC2_Sigmas": VC2Sigmas,
     "VC2_ConditioningFPS": VC2ConditioningFPS,
     "VC2_LoraToComfyUI": VC2LoraToComfyUI,
+    "VC2_TurboLoader": VC2TurboLoader,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "VC2_CheckpointLoader": "Load VideoCrafter Checkpoint",
@@ -38,6 +40,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "VC2_Sigmas": "VC2 Sigmas",
     "VC2_ConditioningFPS": "VC2 Conditioning FPS",
     "VC2_LoraToComfyUI": "VC2 LoRA to ComfyUI format",
+    "VC2_TurboLoader": "VC2 T2V-Turbo Loader",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -63,7 +63,8 @@ class VC2Sampler:
     DESCRIPTION = ("Samples video latents with VideoCrafter's schedule (its latent scale quirk included). "
                    "Defaults are the released inference script's: DDIM, 50 steps, eta 1.0, cfg 12, fps 28. "
                    "Video i of the batch uses seed + i. Context windows sample videos longer than the model's "
-                   "16 frames in overlapping windows.")
+                   "16 frames in overlapping windows. T2V-Turbo (a model from VC2 T2V-Turbo Loader): sampler_name "
+                   "t2v-turbo with steps 4 and cfg 7.5, their defaults; one UNet call per step, negative unused.")
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
     OUTPUT_TOOLTIPS = ("The sampled video latents, for VC2 VAE Decode.",)
@@ -80,9 +81,12 @@ class VC2Sampler:
                 "latent": ("LATENT", {"tooltip": "VC2 Empty Video Latent: sets batch, frames and size."}),
                 "seed": ("INT", {"default": 123, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Seed of the first video; video i uses seed + i."}),
-                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Sampler steps (released 50)."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
+                                  "tooltip": "Sampler steps (released 50; t2v-turbo: 4, T2V-Turbo's)."}),
                 "cfg": ("FLOAT", {"default": 12.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                                  "tooltip": "Classifier-free guidance scale (released 12; 1 = no guidance)."}),
+                                  "tooltip": "Classifier-free guidance scale (released 12; 1 = no guidance). "
+                                             "t2v-turbo: 7.5, T2V-Turbo's, fed to their UNet's guidance embedding "
+                                             "(no unconditional pass)."}),
                 "eta": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                   "tooltip": "DDIM noise (released 1.0; 0 = deterministic). Used by ddim and "
                                              "euler_ancestral."}),
@@ -91,7 +95,9 @@ class VC2Sampler:
                                            "motion). Ignored by VideoCrafter1."}),
                 "sampler_name": (list(SAMPLERS), {"default": "ddim",
                                                   "tooltip": "ddim is the official sampler; dpmpp_2m needs fewer "
-                                                             "steps (20-25)."}),
+                                                             "steps (20-25); t2v-turbo samples a model from VC2 "
+                                                             "T2V-Turbo Loader in 4 steps (set steps 4, cfg 7.5, "
+                                                             "eta 1)."}),
                 "context_frames": ("INT", {"default": 0, "min": 0, "max": 1024,
                                            "tooltip": "Frames per UNet call for long videos (16 for VideoCrafter2); "
                                                       "0 = all frames at once."}),
@@ -119,6 +125,11 @@ class VC2Sampler:
             raise ValueError(f"latent: expected a video latent (batch, {config.unet.in_channels}, frames, h, w) "
                              f"from VC2 Empty Video Latent; got {tuple(samples.shape)}")
         batch = samples.shape[0]
+        turbo = sampler_name in SAMPLERS and SAMPLERS[sampler_name].guidance_in_unet
+        if turbo and config.unet.time_cond_proj_dim is None:
+            raise ValueError(f"sampler_name {sampler_name}: samples T2V-Turbo's distilled UNet; {model.name} has no "
+                             "T2V-Turbo weights. Put VC2 T2V-Turbo Loader (their unet_lora.pt in models/loras) "
+                             "between the checkpoint loader and this sampler")
         for name, value in (("cfg", cfg), ("eta", eta)):
             if not math.isfinite(value):
                 raise ValueError(f"{name} {value}: must be a finite number")

@@ -102,7 +102,7 @@ def test_pack_imports_without_comfyui_and_touches_nothing():
             "print(len(m.NODE_CLASS_MAPPINGS))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert int(result.stdout) == 12
+    assert int(result.stdout) == 13
 
 
 def _check_option(name: str, spec: tuple) -> None:

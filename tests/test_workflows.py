@@ -8,15 +8,24 @@ from pathlib import Path
 
 import fake_comfyui
 import pytest
+import torch
 from PIL import Image
 from test_pack import load_pack
+from test_t2v_turbo import random_lora
 
+from vc2_core.checkpoint import save_checkpoint
+from vc2_core.config import preset
+from vc2_core.model import VideoCrafter
+from vc2_core.modules import UNetModel
 from vc2_core.pipeline import GenerationSettings
+from vc2_core.random_weights import randomize_zero_initialized
+from vc2_core.t2v_turbo import turbo_config
+from vc2_core.video_io import read_video
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
-FILE_COMBOS = {"ckpt_name": (".ckpt", ".safetensors"), "lora_name": (".safetensors",)}
+FILE_COMBOS = {"ckpt_name": (".ckpt", ".safetensors"), "lora_name": (".safetensors",), "turbo_name": (".pt", ".pth")}
 
 
 class LossGraphNode:  # ComfyUI core (comfy_extras/nodes_train.py), the schema /object_info serves
@@ -192,3 +201,70 @@ def test_ksampler_workflows_sample_the_loaders_comfyui_model():
     source = tuned[next(v for v in tuned.values() if v["class_type"] == "KSampler")["inputs"]["model"][0]]
     assert source["class_type"] == "VC2_ModelToComfy"
     assert tuned[source["inputs"]["model"][0]]["class_type"] == "VC2_SpatialFineTune"
+
+
+def test_t2v_turbo_workflow_uses_their_settings_on_the_turbo_model():
+    """T2V-Turbo's defaults (4 steps, guidance 7.5 into the embedding, eta 1, fps 16) on the T2V-Turbo Loader's
+    model, which takes the checkpoint loader's; latents of the released size."""
+    api = json.loads((WORKFLOWS / "api" / "vc2_t2v_turbo.json").read_text())
+    by_type = {node["class_type"]: node["inputs"] for node in api.values()}
+    sampler, turbo, latent = by_type["VC2_Sampler"], by_type["VC2_TurboLoader"], by_type["VC2_EmptyVideoLatent"]
+    assert (sampler["sampler_name"], sampler["steps"], sampler["cfg"], sampler["eta"]) == ("t2v-turbo", 4, 7.5, 1.0)
+    assert sampler["fps"] == by_type["VC2_SaveVideo"]["fps"] == 16
+    assert api[sampler["model"][0]]["class_type"] == "VC2_TurboLoader" and sampler["model"] == latent["model"]
+    assert api[turbo["model"][0]]["class_type"] == "VC2_CheckpointLoader" and turbo["model"][1] == 0
+    assert (turbo["turbo_name"], turbo["strength"]) == ("unet_lora.pt", 1.0)
+    assert (latent["height"], latent["width"], latent["frames"]) == (320, 512, 16)
+
+
+def run_prompt(prompt: dict, schemas: dict) -> dict:
+    """Run an API-format prompt as ComfyUI's executor does: every node once, after the nodes it takes inputs from,
+    under inference mode, output nodes given the hidden prompt; returns each node's result."""
+    results = {}
+
+    def result_of(node_id: str):
+        if node_id not in results:
+            node = prompt[node_id]
+            cls = schemas[node["class_type"]]
+            inputs = {name: result_of(value[0])[value[1]] if isinstance(value, list) else value
+                      for name, value in node["inputs"].items()}
+            if "prompt" in cls.INPUT_TYPES().get("hidden", {}):
+                inputs["prompt"] = prompt
+            results[node_id] = getattr(cls(), cls.FUNCTION)(**inputs)
+        return results[node_id]
+
+    with torch.inference_mode():
+        for node_id in prompt:
+            result_of(node_id)
+    return results
+
+
+def test_t2v_turbo_workflow_runs(tmp_path, monkeypatch):
+    """The shipped API workflow run through the pack's nodes (fake ComfyUI calls) on stand-ins of its files: the
+    tiny-512 preset as videocrafter2_512.ckpt (VideoCrafter2-512's levels and size rules at toy width) and a
+    T2V-Turbo LoRA of random values in their layout as unet_lora.pt. Only the latent size is made small (64x128,
+    4 frames) to keep the CPU time short; the released size runs in tools/comfy_e2e_vc2.sh's real ComfyUI."""
+    state = fake_comfyui.install(monkeypatch, tmp_path)
+    schemas = {**load_pack().NODE_CLASS_MAPPINGS, **CORE_NODES}
+    config = preset("tiny-512")
+    torch.manual_seed(0)
+    model = VideoCrafter(config)
+    randomize_zero_initialized(model.unet, torch.Generator().manual_seed(1))
+    (tmp_path / "models" / "videocrafter").mkdir()
+    save_checkpoint(model, tmp_path / "models" / "videocrafter" / "videocrafter2_512.ckpt")
+    loras = tmp_path / "models" / "loras"
+    loras.mkdir()
+    torch.save(random_lora(UNetModel(turbo_config(config.unet)), seed=3), loras / "unet_lora.pt")
+
+    prompt = json.loads((WORKFLOWS / "api" / "vc2_t2v_turbo.json").read_text())
+    latent = next(node for node in prompt.values() if node["class_type"] == "VC2_EmptyVideoLatent")
+    latent["inputs"] |= {"width": 128, "height": 64, "frames": 4}
+    results = run_prompt(prompt, schemas)
+
+    turbo = next(results[i][0] for i, node in prompt.items() if node["class_type"] == "VC2_TurboLoader")
+    assert turbo.name == "videocrafter2_512.ckpt + t2v-turbo unet_lora.pt" and turbo.config.unet.time_cond_proj_dim
+    assert [value for value, total in state.progress] == [1, 2, 3, 4]  # four sampler steps
+    saved = next(results[i]["ui"]["images"][0] for i, node in prompt.items() if node["class_type"] == "VC2_SaveVideo")
+    frames, fps = read_video(tmp_path / "output" / saved["subfolder"] / saved["filename"])
+    assert saved["filename"].startswith("t2v_turbo") and frames.shape == (4, 64, 128, 3) and abs(fps - 16) < 0.5
+    assert frames.std() > 0

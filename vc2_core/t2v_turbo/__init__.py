@@ -15,16 +15,17 @@ in 4 to 8 steps with one UNet call per step: the guidance scale is an input of t
 - :mod:`.files` reads their files (``torch.load(weights_only=True)`` only);
 - :mod:`.lora` maps their LoRA onto this UNet's modules and merges it at a strength;
 - :mod:`.unet` builds a T2V-Turbo UNet from VideoCrafter2's weights and their file, and :mod:`.model`
-  a whole model with it (:func:`with_turbo`, what ``vc2 sample --lora`` uses);
+  a whole model with it (:func:`with_turbo`, what ``vc2 sample --lora`` uses; :func:`turbo_unet`, the UNet
+  alone, what the ComfyUI node uses);
 - :mod:`.conditioning` holds the scale embedding and the eps predictor the sampler calls.
 """
 
 from .conditioning import EMBEDDING_DIM, TurboEps, scale_embedding
 from .files import TurboLoRA, TurboUNet, TurboWeightsError, read_turbo_weights
 from .lora import lora_targets, merge_turbo_lora, turbo_lora_deltas
-from .model import with_turbo
+from .model import turbo_unet, with_turbo
 from .unet import build_turbo_unet, config_for, time_cond_proj_base, turbo_config
 
 __all__ = ["EMBEDDING_DIM", "TurboEps", "TurboLoRA", "TurboUNet", "TurboWeightsError", "build_turbo_unet", "config_for",
            "lora_targets", "merge_turbo_lora", "read_turbo_weights", "scale_embedding", "time_cond_proj_base",
-           "turbo_config", "turbo_lora_deltas", "with_turbo"]
+           "turbo_config", "turbo_lora_deltas", "turbo_unet", "with_turbo"]
