@@ -9,6 +9,7 @@ import torch
 
 from ..vc2_core.attention import attention_backend
 from ..vc2_core.diffusion import SAMPLERS, SamplerStep, seeded_noise
+from ..vc2_core.diffusion.step_cache import PRESETS, step_cache_preset
 from ..vc2_core.pipeline import GenerationSettings, sample_latents
 from . import comfy
 from .types import MODEL_TYPE, VideoModel
@@ -91,11 +92,17 @@ class VC2Sampler:
                 "context_loop": ("BOOLEAN", {"default": False,
                                              "tooltip": "Windows wrap around the end: a looping video."}),
             },
+            "optional": {
+                "cache": (list(PRESETS), {"default": "off",
+                                          "tooltip": "Step caching: reuse deep UNet features (and with fast the "
+                                                     "unconditional branch) between steps. off = exact; safe and "
+                                                     "fast trade a small error for speed (docs/benchmarks.md)."}),
+            },
         }
 
     def sample(self, model: VideoModel, positive: list, negative: list, latent: dict, seed: int, steps: int,
                cfg: float, eta: float, fps: int, sampler_name: str, context_frames: int, context_overlap: int,
-               context_loop: bool):
+               context_loop: bool, cache: str = "off"):
         samples = latent["samples"]
         config = model.config
         if samples.ndim != 5 or samples.shape[1] != config.unet.in_channels:
@@ -112,6 +119,7 @@ class VC2Sampler:
         settings = GenerationSettings(
             fps=fps, steps=steps, cfg=cfg, eta=eta, sampler=sampler_name, context_frames=context_frames or None,
             context_overlap=context_overlap if context_frames else None, context_loop=context_loop,
+            step_cache=step_cache_preset(cache),
         ).resolve_for_latents(config, samples.shape)
         context = _per_video(conditioning_tensor(positive, "positive", model), batch, "positive")
         uncond = _per_video(conditioning_tensor(negative, "negative", model), batch, "negative")
