@@ -44,8 +44,8 @@ SETTINGS: dict[str, StepCache | None] = {
     "off": None,
     "safe": PRESETS["safe"],
     "fast": PRESETS["fast"],
+    "deep2-d2": StepCache(deep_interval=2, deep_depth=2, **FIRST_LAST),
     "deep3-d2": StepCache(deep_interval=3, deep_depth=2, **FIRST_LAST),
-    "uncond2-delta": StepCache(uncond_interval=2, uncond_reuse="delta", **FIRST_LAST),
     "uncond2-reuse": StepCache(uncond_interval=2, uncond_reuse="uncond", **FIRST_LAST),
     "stale-deep (wrong)": StepCache(deep_interval=10_000, deep_depth=1),  # the first step's feature forever
 }

@@ -79,7 +79,7 @@ class StepCache:
 
 PRESETS: dict[str, StepCache | None] = {
     "off": None,
-    "safe": StepCache(deep_interval=2, deep_depth=2, full_first=2, full_last=1),
+    "safe": StepCache(uncond_interval=2, full_first=2, full_last=1),
     "fast": StepCache(deep_interval=3, deep_depth=2, uncond_interval=3, full_first=2, full_last=1),
 }
 
