@@ -94,9 +94,9 @@ class VC2Sampler:
             },
             "optional": {
                 "cache": (list(PRESETS), {"default": "off",
-                                          "tooltip": "Step caching: reuse deep UNet features (and with fast the "
-                                                     "unconditional branch) between steps. off = exact; safe and "
-                                                     "fast trade a small error for speed (docs/benchmarks.md)."}),
+                                          "tooltip": "Step caching between sampler steps. off = exact; safe reuses "
+                                                     "the unconditional branch every 2nd step, fast also deep UNet "
+                                                     "features: a small error for speed (docs/benchmarks.md)."}),
             },
         }
 
