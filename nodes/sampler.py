@@ -9,6 +9,7 @@ import torch
 
 from ..vc2_core.attention import attention_backend
 from ..vc2_core.diffusion import SAMPLERS, SamplerStep, seeded_noise
+from ..vc2_core.diffusion.step_cache import PRESETS, step_cache_preset
 from ..vc2_core.pipeline import GenerationSettings, sample_latents
 from . import comfy
 from .types import MODEL_TYPE, VideoModel
@@ -113,12 +114,17 @@ class VC2Sampler:
                                "(less memory, slower). compile: torch.compile of the UNet, the first run "
                                "compiles (about a minute on a GPU). channels_last: NHWC convolutions (faster "
                                "on GPUs). The same video within float rounding."}),
+                "cache": (list(PRESETS), {"default": "off",
+                                          "tooltip": "Step caching between sampler steps. off = exact; safe reuses "
+                                                     "the unconditional branch every 2nd step, fast also deep UNet "
+                                                     "features: a small error for speed (docs/benchmarks.md)."}),
             },
         }
 
     def sample(self, model: VideoModel, positive: list, negative: list, latent: dict, seed: int, steps: int,
                cfg: float, eta: float, fps: int, sampler_name: str, context_frames: int, context_overlap: int,
-               context_loop: bool, performance: str = "default"):
+               context_loop: bool, performance: str = "default",
+               cache: str = "off"):
         samples = latent["samples"]
         config = model.config
         if samples.ndim != 5 or samples.shape[1] != config.unet.in_channels:
@@ -143,6 +149,7 @@ class VC2Sampler:
             fps=fps, steps=steps, cfg=cfg, eta=eta, sampler=sampler_name, context_frames=context_frames or None,
             context_overlap=context_overlap if context_frames else None, context_loop=context_loop,
             **PERFORMANCE[performance],
+            step_cache=step_cache_preset(cache),
         ).resolve_for_latents(config, samples.shape)
         context = _per_video(conditioning_tensor(positive, "positive", model), batch, "positive")
         uncond = _per_video(conditioning_tensor(negative, "negative", model), batch, "negative")

@@ -34,6 +34,7 @@ from .config import ModelConfig, pixel_multiple, size_problems
 from .diffusion import SAMPLERS, ContextWindows, GuidedEps, NoiseFn, SamplerStep, seeded_noise, windowed_eps
 from .diffusion.registry import SamplingPlan, plan_sampling
 from .diffusion.schedule import DiffusionSchedule
+from .diffusion.step_cache import CachedGuidance, StepCache, step_cache_problems
 from .model import VideoCrafter
 from .precision import DTYPES, cast_for_inference
 from .speedups import COMPILE_BACKENDS, prepared_unet
@@ -69,6 +70,7 @@ class GenerationSettings:
     # ("inductor"; None: eager) and channels_last convolutions (False: the weights are stored NCHW)
     compile: str | None = None
     channels_last: bool = False
+    step_cache: StepCache | None = None  # reuse between sampler steps (diffusion.step_cache.PRESETS); None: off
 
     def resolve(self, config: ModelConfig) -> ResolvedSettings:
         """These settings with the model's defaults filled in and the sampling plan made, or a ValueError
@@ -118,6 +120,8 @@ class GenerationSettings:
                             f"{', '.join(COMPILE_BACKENDS)} (or None: eager)")
         plan, problem = self._plan(config)
         problems += [problem] if problem else []
+        if self.step_cache is not None and plan is not None:
+            problems += step_cache_problems(self.step_cache, config.unet, plan.sampler)
         if not problems:
             problems += self._temporal_problems(config)
         return plan, problems
@@ -213,14 +217,20 @@ def sample_latents(unet: nn.Module, context: Tensor, uncond: Tensor | None, x_T:
     The settings' ``channels_last`` sets the layout of ``unet``'s convolution weights in place (values unchanged).
     """
     unet = prepared_unet(unet, compile_backend=settings.compile, channels_last=settings.channels_last)
+    cached = None
     if settings.plan.sampler.guidance_in_unet:  # T2V-Turbo: the scale is an embedding, uncond is not used
         eps_fn = TurboEps(unet, context, settings.cfg, fps=settings.fps, dtype=_dtype_of(unet))
     else:
         eps_fn = GuidedEps(unet, context, uncond, settings.cfg, fps=settings.fps, batched=settings.batched_cfg,
                            rescale=settings.guidance_rescale, dtype=_dtype_of(unet))
+        if settings.step_cache is not None:  # per UNet call (context window); a step is one sampler call
+            cached = CachedGuidance(eps_fn, settings.step_cache, len(settings.plan.steps))
+            eps_fn = cached.eps
     if settings.context_frames is not None:
         eps_fn = windowed_eps(eps_fn, ContextWindows(settings.context_frames, settings.context_overlap,
                                                      settings.context_loop))
+    if cached is not None:
+        eps_fn = cached.stepping(eps_fn)
     return settings.plan.run(eps_fn, x_T, noise=noise, callback=callback)
 
 

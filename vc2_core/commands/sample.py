@@ -21,6 +21,7 @@ import torch
 from ..attention import attention_backend, backend_names
 from ..diffusion import SAMPLERS, SPACINGS
 from ..diffusion.consistency import ORIGIN_SPACINGS
+from ..diffusion.step_cache import PRESETS, parse_step_cache
 from ..precision import DTYPES
 from ..speedups import COMPILE_BACKENDS
 from ..video_io import check_output_path, output_format
@@ -52,6 +53,13 @@ def _non_negative(text: str) -> float:
     if value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be finite, got {text}")
     return value
+
+
+def _step_cache(text: str):
+    try:
+        return parse_step_cache(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -107,6 +115,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--context-loop", action="store_true", help="wrap windows around the end (seamless loops)")
     p.add_argument("--split-cfg", action="store_true",
                    help="run the conditional and unconditional UNet passes separately (less memory, slower)")
+    p.add_argument("--cache", type=_step_cache, default=None, metavar="PRESET",
+                   help=f"step caching: reuse deep UNet features and the unconditional branch between steps; "
+                        f"{', '.join(PRESETS)} (default off), or values such as deep=3,depth=2,uncond=3,first=2,"
+                        f"last=1 (docs/cli.md; speed and error in docs/benchmarks.md)")
     p.add_argument("--decode-chunk", type=_at_least(1), default=1, help="VAE frames decoded at a time (default 1)")
     p.add_argument("--no-offload", action="store_true",
                    help="keep the text encoder and VAE on the accelerator between uses")
@@ -226,7 +238,8 @@ def run(args: argparse.Namespace) -> int:
         eta=args.eta, sampler=args.sampler, spacing=args.spacing, negative_prompt=args.negative,
         guidance_rescale=args.guidance_rescale, batched_cfg=not args.split_cfg, context_frames=args.context_frames,
         context_overlap=args.context_overlap, context_loop=args.context_loop, decode_chunk_frames=args.decode_chunk,
-        compile=args.compile, channels_last=args.channels_last)
+        compile=args.compile, channels_last=args.channels_last,
+        step_cache=args.cache)
     if args.low_memory:
         if args.no_offload:
             raise UsageError("--low-memory offloads the text encoder and VAE; it cannot be combined with --no-offload")

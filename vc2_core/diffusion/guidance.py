@@ -52,9 +52,14 @@ class GuidedEps:
         else:
             e_cond = self.unet(x_in, t, self.context, self.fps).to(x.dtype)
             e_uncond = self.unet(x_in, t, self.uncond_context, self.fps).to(x.dtype)
-        guided = e_uncond + self.scale * (e_cond - e_uncond)
-        if self.rescale > 0:
-            dims = tuple(range(1, guided.ndim))
-            rescaled = guided * (e_cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
-            guided = self.rescale * rescaled + (1 - self.rescale) * guided
-        return guided
+        return guide(e_cond, e_uncond, self.scale, self.rescale)
+
+
+def guide(e_cond: Tensor, e_uncond: Tensor, scale: float, rescale: float) -> Tensor:
+    """e_u + scale * (e_c - e_u), with ``rescale`` of guidance rescale (see :class:`GuidedEps`)."""
+    guided = e_uncond + scale * (e_cond - e_uncond)
+    if rescale > 0:
+        dims = tuple(range(1, guided.ndim))
+        rescaled = guided * (e_cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+        guided = rescale * rescaled + (1 - rescale) * guided
+    return guided

@@ -4,10 +4,11 @@ from .attention_layers import CrossAttention, RelativePosition
 from .embeddings import timestep_embedding
 from .resblocks import Downsample, ResBlock, TemporalConvBlock, Upsample
 from .transformers import BasicTransformerBlock, FeedForward, SpatialTransformer, TemporalTransformer
-from .unet import DEFAULT_FPS, UNetBlock, UNetModel
+from .unet import DEFAULT_FPS, DeepFeatureCache, UNetBlock, UNetModel
 
 __all__ = [
     "DEFAULT_FPS",
+    "DeepFeatureCache",
     "BasicTransformerBlock",
     "CrossAttention",
     "Downsample",

@@ -12,6 +12,8 @@ the sample's frames instead of being repeated t times.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
@@ -24,6 +26,21 @@ from .transformers import BasicTransformerBlock, SpatialTransformer, TemporalTra
 Tensor = torch.Tensor
 
 DEFAULT_FPS = 16  # the official forward()'s default when no fps is passed
+
+
+@dataclass
+class DeepFeatureCache:
+    """The up path's feature at a skip depth, handed from one UNet call to a later one (DeepCache, Ma et al. 2024;
+    the policy of when to reuse it is :mod:`vc2_core.diffusion.step_cache`).
+
+    A call given a cache whose ``feature`` is None runs the whole UNet and stores in it the feature that enters the
+    output block mirroring input block ``depth - 1``: ((b t), c, h, w). A call given a stored feature runs only the
+    first ``depth`` input blocks (their skips) and the last ``depth`` output blocks, on the stored feature in place
+    of everything deeper. With the feature of the same inputs, that is the full output exactly.
+    """
+
+    depth: int  # 1 .. len(input_blocks): input blocks run on a cached call
+    feature: Tensor | None = None
 
 
 class UNetBlock(nn.ModuleList):
@@ -215,7 +232,7 @@ class UNetModel(nn.Module):
 
     def forward(self, x: Tensor, timesteps: Tensor | int, context: Tensor | None,
                 fps: Tensor | int | None = None, *, timestep_cond: Tensor | None = None,
-                motion_cond: Tensor | None = None) -> Tensor:
+                motion_cond: Tensor | None = None, deep_cache: DeepFeatureCache | None = None) -> Tensor:
         """Predict the noise of a latent video.
 
         x: (b, in_channels, t, h, w), any t >= 1 (exactly temporal_length, or 1, with causal attention);
@@ -223,9 +240,11 @@ class UNetModel(nn.Module):
         for one text per frame (frame f of sample i uses row i*t + f; training packs images this way);
         fps: (b,) or a scalar frame rate, used when the model has fps_cond (default 16 as
         official) and ignored otherwise. timestep_cond / motion_cond: T2V-Turbo's (b, dim) embeddings
-        (:meth:`condition_embedding`), for UNets built with them. Returns (b, out_channels, t, h, w).
+        (:meth:`condition_embedding`), for UNets built with them. ``deep_cache``: store the deep feature, or
+        reuse a stored one and skip the deep blocks (:class:`DeepFeatureCache`). Returns (b, out_channels, t, h, w).
         """
         self._check_input(x, context)
+        self._check_deep_cache(deep_cache, x)
         b, c, t, h, w = x.shape
         timesteps = _per_sample(timesteps, b, x.device)
         fps = None if fps is None else _per_sample(fps, b, x.device)
@@ -233,14 +252,18 @@ class UNetModel(nn.Module):
         context = None if context is None else context.to(x.dtype)
 
         frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # (b t) c h w
+        reuse = deep_cache is not None and deep_cache.feature is not None
+        depth = deep_cache.depth if reuse else len(self.input_blocks)
         skips = []
-        for index, block in enumerate(self.input_blocks):
+        for index, block in enumerate(self.input_blocks[:depth]):
             frames = block(frames, emb, context, t)
             if index == 0 and self.config.addition_attention:
                 frames = self.init_attn(frames, emb, context, t)
             skips.append(frames)
-        frames = self.middle_block(frames, emb, context, t)
-        for block in self.output_blocks:
+        frames = deep_cache.feature if reuse else self.middle_block(frames, emb, context, t)
+        for block in self.output_blocks[len(self.output_blocks) - depth:]:
+            if deep_cache is not None and not reuse and len(skips) == deep_cache.depth:
+                deep_cache.feature = frames  # (b t) c h w, entering the output block of skip depth - 1
             frames = block(torch.cat([frames, skips.pop()], dim=1), emb, context, t)
         y = self.out(frames)  # (b t) c' h w
         return y.view(b, t, -1, h, w).transpose(1, 2).contiguous()  # b c' t h w
@@ -262,6 +285,18 @@ class UNetModel(nn.Module):
                              f"{tuple(context.shape)}")
         if context is not None and cfg.context_dim is not None and context.shape[-1] != cfg.context_dim:
             raise ValueError(f"context dim must be {cfg.context_dim}; got {context.shape[-1]}")
+
+    def _check_deep_cache(self, deep_cache: DeepFeatureCache | None, x: Tensor) -> None:
+        if deep_cache is None:
+            return
+        blocks = len(self.input_blocks)
+        if not 1 <= deep_cache.depth <= blocks:
+            raise ValueError(f"deep cache depth must be in [1, {blocks}] for this UNet ({blocks} input blocks); "
+                             f"got {deep_cache.depth}")
+        b, _, t = x.shape[:3]
+        if deep_cache.feature is not None and deep_cache.feature.shape[0] != b * t:
+            raise ValueError(f"the cached deep feature has {deep_cache.feature.shape[0]} frames; this call has "
+                             f"b*t = {b * t} (it was stored by a call of another batch or length)")
 
     # ---- options -----------------------------------------------------------------------------
 
