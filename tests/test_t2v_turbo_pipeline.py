@@ -91,3 +91,40 @@ def test_vc2_sample_names_a_lora_that_does_not_fit_and_writes_nothing(cli_files,
     assert not out.exists()
     code = main(["sample", "--ckpt", str(checkpoint), "--sampler", "t2v-turbo", "--out", str(out), *CLI_SMALL])
     assert code == 1 and "--lora unet_lora.pt" in capsys.readouterr().err
+
+
+def test_motion_guidance_reaches_a_v2_unet_only_in_its_share_of_the_steps():
+    """T2V-Turbo-v2's motion condition: the scale changes the video; with a share of 0 no step gets it, so
+    every scale gives the same video (the condition embeds 0 then)."""
+    torch.manual_seed(0)
+    config = preset("tiny")
+    v2 = VideoCrafter(config.replace(unet=turbo_config(config.unet, motion=True))).eval()
+    randomize_zero_initialized(v2.unet, torch.Generator().manual_seed(4))
+    small = dataclasses.replace(TURBO, motion_scale=0.05)
+    video = generate(v2, ["a red ball"], [5], small)
+    strong = generate(v2, ["a red ball"], [5], dataclasses.replace(small, motion_scale=1.0))
+    assert (video - strong).abs().max() > 1e-4
+    none_on = dataclasses.replace(small, motion_share=0.0)
+    assert torch.equal(generate(v2, ["a red ball"], [5], none_on),
+                       generate(v2, ["a red ball"], [5], dataclasses.replace(none_on, motion_scale=1.0)))
+
+
+def test_motion_guidance_is_refused_where_it_cannot_apply(models):
+    plain, turbo_v1 = models
+    with pytest.raises(ValueError, match="has no motion condition"):
+        generate(turbo_v1, ["a red ball"], [5], dataclasses.replace(TURBO, motion_scale=0.05))
+    ddim = GenerationSettings(height=16, width=24, frames=4, steps=2, motion_scale=0.05)
+    with pytest.raises(ValueError, match="needs --sampler t2v-turbo"):
+        generate(plain, ["a red ball"], [5], ddim)
+    with pytest.raises(ValueError, match="motion share 1.5"):
+        generate(turbo_v1, ["a red ball"], [5], dataclasses.replace(TURBO, motion_share=1.5))
+
+
+def test_vc2_sample_refuses_motion_guidance_for_a_v1_lora_and_writes_nothing(cli_files, tmp_path, capsys):
+    checkpoint, lora = cli_files
+    out = tmp_path / "turbo.gif"
+    code = main(["sample", "--ckpt", str(checkpoint), "--lora", str(lora), "--sampler", "t2v-turbo",
+                 "--motion-scale", "0.05", "--out", str(out), *CLI_SMALL])
+    err = capsys.readouterr().err
+    assert code == 1 and "no motion condition" in err and "Traceback" not in err, err
+    assert not out.exists()

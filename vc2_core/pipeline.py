@@ -70,6 +70,10 @@ class GenerationSettings:
     # ("inductor"; None: eager) and channels_last convolutions (False: the weights are stored NCHW)
     compile: str | None = None
     channels_last: bool = False
+    # T2V-Turbo-v2's motion guidance (their motion_gs; 0.05 in their release) in the top motion_share of the
+    # timesteps (their percentage, 0.5); None: off (T2V-Turbo v1, and v2 without it). Needs a motion-condition UNet.
+    motion_scale: float | None = None
+    motion_share: float = 0.5
     step_cache: StepCache | None = None  # reuse between sampler steps (diffusion.step_cache.PRESETS); None: off
 
     def resolve(self, config: ModelConfig) -> ResolvedSettings:
@@ -120,6 +124,7 @@ class GenerationSettings:
                             f"{', '.join(COMPILE_BACKENDS)} (or None: eager)")
         plan, problem = self._plan(config)
         problems += [problem] if problem else []
+        problems += self._motion_problems(config)
         if self.step_cache is not None and plan is not None:
             problems += step_cache_problems(self.step_cache, config.unet, plan.sampler)
         if not problems:
@@ -140,6 +145,19 @@ class GenerationSettings:
             return None, (f"sampler {self.sampler}: samples T2V-Turbo's distilled UNet, which takes the guidance "
                           "scale as an input; this model has none (give their weights: vc2 sample --lora unet_lora.pt)")
         return plan, None
+
+    def _motion_problems(self, config: ModelConfig) -> list[str]:
+        """T2V-Turbo-v2's motion guidance: only with the t2v-turbo sampler, on a UNet with the motion condition."""
+        if not 0.0 <= self.motion_share <= 1.0:
+            return [f"motion share {self.motion_share}: a share of the timesteps, 0 to 1"]
+        if self.motion_scale is None:
+            return []
+        if self.sampler != "t2v-turbo":
+            return [f"motion scale: T2V-Turbo-v2's motion guidance needs --sampler t2v-turbo, not {self.sampler}"]
+        if config.unet.motion_cond_proj_dim is None:
+            return ["motion scale: this UNet has no motion condition (motion_cond_proj); it comes with "
+                    "T2V-Turbo-v2 weights that have one (T2V-Turbo v1's unet_lora.pt does not)"]
+        return []
 
     def _temporal_problems(self, config: ModelConfig) -> list[str]:
         unet = config.unet
@@ -219,7 +237,8 @@ def sample_latents(unet: nn.Module, context: Tensor, uncond: Tensor | None, x_T:
     unet = prepared_unet(unet, compile_backend=settings.compile, channels_last=settings.channels_last)
     cached = None
     if settings.plan.sampler.guidance_in_unet:  # T2V-Turbo: the scale is an embedding, uncond is not used
-        eps_fn = TurboEps(unet, context, settings.cfg, fps=settings.fps, dtype=_dtype_of(unet))
+        eps_fn = TurboEps(unet, context, settings.cfg, fps=settings.fps, motion_scale=settings.motion_scale,
+                          motion_share=settings.motion_share, dtype=_dtype_of(unet))
     else:
         eps_fn = GuidedEps(unet, context, uncond, settings.cfg, fps=settings.fps, batched=settings.batched_cfg,
                            rescale=settings.guidance_rescale, dtype=_dtype_of(unet))

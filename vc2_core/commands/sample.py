@@ -96,6 +96,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         "tensors only; sample with --sampler t2v-turbo (4 steps, cfg 7.5: their defaults)")
     p.add_argument("--lora-strength", type=_non_negative, default=1.0,
                    help="how much of the T2V-Turbo LoRA is merged (default 1, as released)")
+    p.add_argument("--motion-scale", type=_non_negative,
+                   help="T2V-Turbo-v2's motion guidance (their motion_gs; 0.05 in their release; default off), "
+                        "for their weights with the motion condition")
+    p.add_argument("--motion-share", type=_non_negative, default=0.5,
+                   help="share of the timesteps, from the noisiest, that get the motion guidance (default 0.5, theirs)")
     p.add_argument("--fps", type=_at_least(1), help="fps condition and file frame rate (default: the model's, 28)")
     p.add_argument("--save-fps", type=_at_least(1),
                    help="frame rate written to the file when it should differ from --fps (the official script "
@@ -239,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         guidance_rescale=args.guidance_rescale, batched_cfg=not args.split_cfg, context_frames=args.context_frames,
         context_overlap=args.context_overlap, context_loop=args.context_loop, decode_chunk_frames=args.decode_chunk,
         compile=args.compile, channels_last=args.channels_last,
-        step_cache=args.cache)
+        step_cache=args.cache, motion_scale=args.motion_scale, motion_share=args.motion_share)
     if args.low_memory:
         if args.no_offload:
             raise UsageError("--low-memory offloads the text encoder and VAE; it cannot be combined with --no-offload")

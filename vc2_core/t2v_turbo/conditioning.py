@@ -49,7 +49,7 @@ class TurboEps:
     guidance_scale: float = 7.5
     fps: Tensor | int | None = None
     motion_scale: float | None = None
-    motion_share: float = 0.3
+    motion_share: float = 0.5  # their release's percentage
     num_timesteps: int = 1000
     dtype: torch.dtype | None = None
 
