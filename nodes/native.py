@@ -36,6 +36,9 @@ class VC2ModelToComfy:
     def convert(self, model: VideoModel):
         if not isinstance(model, VideoModel):
             raise ValueError(f"model: expected a VC2_MODEL of this pack; got a {type(model).__name__}")
+        if model.config.unet.time_cond_proj_dim is not None:  # KSampler would call it without the scale embedding
+            raise ValueError(f"model: {model.name} has T2V-Turbo's weights, whose UNet takes the guidance scale as an "
+                             "input that ComfyUI's samplers do not give; sample it with VC2 Sampler (t2v-turbo)")
         return (model.patcher,)
 
 

@@ -254,6 +254,15 @@ def test_videocrafter1_and_a_model_already_turbo_are_refused(comfy, loras, vc1_m
         turbo(turbo(model))
 
 
+def test_vc2_model_to_model_refuses_a_turbo_model(comfy, loras):  # noqa: F811
+    """ComfyUI's samplers would call T2V-Turbo's UNet without its guidance-scale input: refused, named."""
+    model, _, _ = load_tiny()
+    to_comfy = load_pack().NODE_CLASS_MAPPINGS["VC2_ModelToComfy"]()
+    assert to_comfy.convert(model)[0] is model.patcher
+    with pytest.raises(ValueError, match="has T2V-Turbo's weights.*sample it with VC2 Sampler"):
+        to_comfy.convert(turbo(model))
+
+
 def test_the_file_list_offers_torch_files_only(comfy, loras):  # noqa: F811
     files = load_pack().NODE_CLASS_MAPPINGS["VC2_TurboLoader"].INPUT_TYPES()["required"]["turbo_name"][0]
     assert "unet_lora.pt" in files and "unet_mg.pt" in files and "lora.safetensors" not in files
