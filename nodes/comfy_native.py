@@ -16,6 +16,8 @@ only inside the functions that build a MODEL (nodes/comfy.py).
 
 from __future__ import annotations
 
+import logging
+
 import comfy.conds
 import comfy.latent_formats
 import comfy.model_base
@@ -29,6 +31,8 @@ from ..vc2_core.config import ModelConfig
 from ..vc2_core.diffusion.schedule import DiffusionSchedule
 from ..vc2_core.diffusion.ve_form import VEForm
 from ..vc2_core.modules import UNetModel
+
+LOG = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
 
@@ -84,6 +88,7 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         self.attention = attention  # the loader's attention backend, entered around every UNet call
         self.vc2_schedule = schedule  # for VC2 Sigmas: the levels of vc2's own samplers
         self.default_fps = config.fps
+        self.warned_patches: set[tuple[str, ...]] = set()  # each set of ignored patches is reported once
 
     def get_dtype(self) -> torch.dtype:
         return next(self.diffusion_model.parameters()).dtype
@@ -103,6 +108,7 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
                              "conditioning) and ControlNets do not apply to it")
         if x.ndim != 5:
             raise ValueError(f"VideoCrafter samples video latents (b, c, frames, h, w); got {tuple(x.shape)}")
+        self._warn_of_ignored_patches(transformer_options)
         sigma, dtype = t, self.get_dtype()
         unet_input = self.model_sampling.calculate_input(sigma, x).to(dtype)  # (b, c, f, h, w)
         timestep = self.model_sampling.timestep(sigma).to(x.device).float()  # (b,)
@@ -113,6 +119,17 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         run = comfy.patcher_extension.WrapperExecutor.new_class_executor(self._run_unet, self, wrappers)
         eps = run.execute(unet_input, timestep, context, fps, transformer_options).float()
         return self.model_sampling.calculate_denoised(sigma, eps, x)
+
+    def _warn_of_ignored_patches(self, transformer_options: dict) -> None:
+        """Block and attention patches (FreeU, PAG, SAG, HyperTile...) hook ComfyUI's own UNet through
+        ``transformer_options``; vc2's UNet does not read them, so they would do nothing: say so, once."""
+        ignored = tuple(sorted(f"{kind}.{name}" for kind in ("patches", "patches_replace")
+                               for name, value in transformer_options.get(kind, {}).items() if value))
+        if ignored and ignored not in self.warned_patches:
+            self.warned_patches.add(ignored)
+            LOG.warning("VideoCrafter MODEL: %s patch VideoCrafter's blocks or attention through hooks its UNet does "
+                        "not have, so they change nothing (FreeU, PAG, SAG and HyperTile do not apply to it)",
+                        ", ".join(ignored))
 
     def _run_unet(self, x: Tensor, timestep: Tensor, context: Tensor, fps, transformer_options: dict) -> Tensor:
         with attention_backend(self.attention):

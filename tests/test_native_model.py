@@ -166,6 +166,23 @@ def test_diffusion_model_wrappers_wrap_the_unet_call(comfy):  # noqa: F811
     assert seen == [(SHAPE, 250.0, True)]
 
 
+def test_block_and_attention_patches_it_cannot_apply_are_reported_once(comfy, caplog):  # noqa: F811
+    """FreeU's output_block_patch and PAG's attn1 replacement hook ComfyUI's own UNet: a warning names them, once."""
+    _, clip, _, comfy_model = node("VC2_CheckpointLoader").load("tiny.safetensors", "fp32", "sdpa")
+    embedding = node("VC2_TextEncode").encode(clip, "")[0][0][0]
+    sigma, x = comfy_model.model.model_sampling.sigmas[250:251], torch.randn(SHAPE)
+    patched = {"patches": {"output_block_patch": [lambda h, hsp, options: (h, hsp)]},
+               "patches_replace": {"attn1": {("middle", 0, 0): object()}}}
+    with torch.no_grad(), caplog.at_level("WARNING"):
+        plain = comfy_model.model.apply_model(x, sigma, c_crossattn=embedding, transformer_options={})
+        assert not caplog.records
+        for _ in range(2):
+            same = comfy_model.model.apply_model(x, sigma, c_crossattn=embedding, transformer_options=patched)
+    assert torch.equal(plain, same)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "patches.output_block_patch, patches_replace.attn1" in warnings[0], warnings
+
+
 # ---- LoRA files for LoraLoaderModelOnly ------------------------------------------------------------------------
 
 
