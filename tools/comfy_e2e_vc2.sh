@@ -14,7 +14,8 @@
 # name in models/videocrafter: the tiny-512 preset (VideoCrafter2-512's levels and size rules at toy width,
 # random weights), so the workflows run unchanged with their released settings on a CPU. An existing file of
 # that name is left alone unless it is such a stand-in. Training images for the fine-tune workflow are written
-# to input/vc2_finetune (synthetic, captioned).
+# to input/vc2_finetune (synthetic, captioned), and a random T2V-Turbo LoRA that fits the stand-in to
+# models/loras/unet_lora.pt for the turbo workflow.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 COMFY_DIR=${COMFYUI_DIR:?set COMFYUI_DIR to a ComfyUI source tree}
@@ -59,6 +60,24 @@ for i, (colour, shape) in enumerate([("red", "ball"), ("blue", "square"), ("gree
     picture.filter(ImageFilter.DETAIL).save(images / f"{i:02d}.png")
     (images / f"{i:02d}.txt").write_text(f"a sharp photo of a {colour} {shape} on a light background\n")
 print(f"stand-in checkpoint {ckpt} ({ckpt.stat().st_size / 2**20:.1f} MiB), 4 captioned images in {images}")
+
+# T2V-Turbo's unet_lora.pt for the turbo workflow: their layout ([up, down] per adapted layer, rank 2), random values
+# that fit the stand-in, written unless a file of that name that is not a stand-in is there
+from vc2_core.t2v_turbo import turbo_config
+from vc2_core.t2v_turbo.lora import lora_targets
+
+turbo = ckpt.parent.parent / "loras" / "unet_lora.pt"
+if not turbo.exists() or Path(str(turbo) + ".vc2-stand-in").exists():
+    donor = VideoCrafter(preset("tiny-512").replace(unet=turbo_config(preset("tiny-512").unet))).unet
+    generator, tensors = torch.Generator().manual_seed(2), []
+    for _, module in lora_targets(donor):
+        weight = module.weight  # (out, in, kernel...)
+        tensors += [0.05 * torch.randn(weight.shape[0], 2, *([1] * (weight.ndim - 2)), generator=generator),
+                    torch.randn(2, *weight.shape[1:], generator=generator)]
+    turbo.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(tensors, turbo)
+    Path(str(turbo) + ".vc2-stand-in").write_text("random T2V-Turbo LoRA written by tools/comfy_e2e_vc2.sh\n")
+    print(f"stand-in T2V-Turbo LoRA {turbo} ({len(tensors) // 2} layers)")
 PYEOF
 
 echo "== workflows (and the screenshot of the KSampler text-to-video workflow)"
