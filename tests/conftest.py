@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from vc2_core.config import UNetConfig, preset
+from vc2_core.model import VideoCrafter
 from vc2_core.modules import UNetModel
 from vc2_core.random_weights import randomize_zero_initialized
 
@@ -34,6 +35,15 @@ def random_unet(config: UNetConfig, seed: int = 0) -> UNetModel:
     unet = UNetModel(config).eval()
     randomize_zero_initialized(unet, torch.Generator().manual_seed(seed + 1))
     return unet
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> VideoCrafter:
+    """The tiny preset with seeded random weights (zero-initialized layers randomized too), in eval mode."""
+    torch.manual_seed(0)
+    model = VideoCrafter(preset("tiny")).eval()
+    randomize_zero_initialized(model.unet, torch.Generator().manual_seed(1))
+    return model
 
 
 @pytest.fixture

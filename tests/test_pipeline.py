@@ -8,18 +8,9 @@ import torch
 from vc2_core.config import preset
 from vc2_core.model import VideoCrafter
 from vc2_core.pipeline import GenerationSettings, cast_for_inference, generate, pixel_multiple
-from vc2_core.random_weights import randomize_zero_initialized
 
 # 16x24 pixels -> 8x12 latents with the tiny VAE (factor 2); 4 frames; 3 steps keep each run well under a second.
 SMALL = GenerationSettings(height=16, width=24, frames=4, steps=3)
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    model = VideoCrafter(preset("tiny")).eval()
-    randomize_zero_initialized(model.unet, torch.Generator().manual_seed(1))
-    return model
 
 
 def run(model, prompts, seeds, settings=SMALL, **kwargs):

@@ -23,9 +23,7 @@ from parity.golden_case import GoldenCase, goldens_dir
 
 from vc2_core.cli import main
 from vc2_core.config import preset
-from vc2_core.model import VideoCrafter
 from vc2_core.pipeline import GenerationSettings, generate, low_memory
-from vc2_core.random_weights import randomize_zero_initialized
 from vc2_core.speedups import compiled, is_channels_last, set_channels_last
 
 FRAMES = 4
@@ -37,14 +35,6 @@ def fresh_dynamo():
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    model = VideoCrafter(preset("tiny")).eval()
-    randomize_zero_initialized(model.unet, torch.Generator().manual_seed(1))
-    return model
 
 
 def _inputs(unet, batch=2, seed=0):

@@ -12,10 +12,8 @@ from conftest import random_unet, tiny_unet_config
 from vc2_core.commands.main import main
 from vc2_core.config import preset
 from vc2_core.diffusion.step_cache import PRESETS, StepCache, parse_step_cache, step_cache_preset
-from vc2_core.model import VideoCrafter
 from vc2_core.modules import DeepFeatureCache
 from vc2_core.pipeline import GenerationSettings, generate
-from vc2_core.random_weights import randomize_zero_initialized
 
 # 4 frames at 16x16 pixels (8x8 latents), 12 steps: long enough for the schedules to reuse and refresh
 SIZE = {"height": 16, "width": 16, "frames": 4}
@@ -24,14 +22,6 @@ PROMPTS, SEEDS = ["a red ball", "a green cube"], [1, 2]
 # Measured: safe 0.066, fast 0.117 (0.119 on dpmpp_2m, 0.097 with context windows); a deep feature kept from the
 # first step forever (the deliberately wrong cache) 0.365, twice the bound and more.
 PRESET_BOUND = 0.15
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    model = VideoCrafter(preset("tiny")).eval()
-    randomize_zero_initialized(model.unet, torch.Generator().manual_seed(1))
-    return model
 
 
 def sample(model, cache: StepCache | None, **changes) -> torch.Tensor:
