@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from vc2_core.config import UNetConfig, preset
-from vc2_core.model import VideoCrafter
 from vc2_core.modules import UNetModel
 from vc2_core.random_weights import randomize_zero_initialized
 
@@ -38,8 +37,10 @@ def random_unet(config: UNetConfig, seed: int = 0) -> UNetModel:
 
 
 @pytest.fixture(scope="module")
-def tiny_model() -> VideoCrafter:
+def tiny_model():
     """The tiny preset with seeded random weights (zero-initialized layers randomized too), in eval mode."""
+    from vc2_core.model import VideoCrafter  # here, not at the top: pytest_configure sets TRITON_INTERPRET first
+
     torch.manual_seed(0)
     model = VideoCrafter(preset("tiny")).eval()
     randomize_zero_initialized(model.unet, torch.Generator().manual_seed(1))
