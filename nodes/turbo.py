@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import math
 
-from ..vc2_core.t2v_turbo import TurboUNet, TurboWeightsError, read_turbo_weights, turbo_unet
+from ..vc2_core.t2v_turbo import TurboUNet, TurboWeightsError, check_turbo_base, read_turbo_weights, turbo_unet
 from . import comfy
 from .types import MODEL_TYPE, VideoModel
 
 TURBO_EXTENSIONS = (".pt", ".pth")  # their files are torch pickles (read as tensors only)
-
-
-def check_videocrafter2(model: VideoModel) -> None:
-    """ValueError unless ``model`` is a VideoCrafter2 UNet without T2V-Turbo's weights yet."""
-    unet = model.config.unet
-    if unet.use_relative_position:
-        raise ValueError(f"{model.name} is a VideoCrafter1 model (relative-position temporal attention); T2V-Turbo "
-                         "(VC2) and T2V-Turbo-v2 are distilled from VideoCrafter2 and fit only its UNet")
-    if unet.time_cond_proj_dim is not None:
-        raise ValueError(f"{model.name} already has T2V-Turbo's weights; connect this loader to the checkpoint "
-                         "loader's model (their LoRA is made for the released VideoCrafter2 UNet)")
 
 
 class VC2TurboLoader:
@@ -48,7 +37,7 @@ class VC2TurboLoader:
         }}
 
     def apply(self, model: VideoModel, turbo_name: str, strength: float):
-        check_videocrafter2(model)
+        check_turbo_base(model.config.unet, model.name)
         if not (math.isfinite(strength) and strength >= 0):
             raise ValueError(f"strength {strength}: must be a finite number >= 0 (1 = as released)")
         path = comfy.full_path(comfy.LORA_FOLDER, turbo_name)

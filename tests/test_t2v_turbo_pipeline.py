@@ -8,12 +8,13 @@ import pytest
 import torch
 from test_t2v_turbo import random_lora
 
+from vc2_core.checkpoint import save_checkpoint
 from vc2_core.cli import main
 from vc2_core.config import preset
 from vc2_core.model import VideoCrafter
 from vc2_core.pipeline import GenerationSettings, generate
 from vc2_core.random_weights import randomize_zero_initialized
-from vc2_core.t2v_turbo import TurboLoRA, turbo_config, with_turbo
+from vc2_core.t2v_turbo import TurboLoRA, turbo_config, turbo_unet, with_turbo
 from vc2_core.video_io import read_video
 
 TURBO = GenerationSettings(height=16, width=24, frames=4, steps=4, sampler="t2v-turbo", cfg=7.5)
@@ -91,6 +92,33 @@ def test_vc2_sample_names_a_lora_that_does_not_fit_and_writes_nothing(cli_files,
     assert not out.exists()
     code = main(["sample", "--ckpt", str(checkpoint), "--sampler", "t2v-turbo", "--out", str(out), *CLI_SMALL])
     assert code == 1 and "--lora unet_lora.pt" in capsys.readouterr().err
+
+
+def test_vc2_sample_refuses_their_lora_on_videocrafter1_and_writes_nothing(cli_files, tmp_path, capsys):
+    """T2V-Turbo is distilled from VideoCrafter2: on a VideoCrafter1 checkpoint the CLI says so, before building."""
+    _, lora = cli_files
+    config = preset("tiny")
+    vc1 = VideoCrafter(config.replace(unet=dataclasses.replace(config.unet, use_relative_position=True)))
+    checkpoint = tmp_path / "vc1_tiny.safetensors"
+    save_checkpoint(vc1, checkpoint)
+    out = tmp_path / "turbo.gif"
+    code = main(["sample", "--ckpt", str(checkpoint), "--lora", str(lora), "--sampler", "t2v-turbo",
+                 "--out", str(out), *CLI_SMALL])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    assert f"--lora unet_lora.pt: {checkpoint} is a VideoCrafter1 model" in err and "fit only its UNet" in err, err
+    assert not out.exists()
+
+
+def test_the_library_refuses_a_base_that_is_not_the_released_videocrafter2_unet(models):
+    plain, turbo = models
+    lora = TurboLoRA(random_lora(turbo.unet, seed=2), path="unet_lora.pt")
+    with pytest.raises(ValueError, match="the UNet already has T2V-Turbo's weights"):
+        turbo_unet(turbo.unet, lora)
+    config = preset("tiny")
+    vc1 = VideoCrafter(config.replace(unet=dataclasses.replace(config.unet, use_relative_position=True)))
+    with pytest.raises(ValueError, match="the UNet is a VideoCrafter1 model"):
+        with_turbo(vc1, lora)
 
 
 def test_motion_guidance_reaches_a_v2_unet_only_in_its_share_of_the_steps():

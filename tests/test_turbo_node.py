@@ -250,7 +250,7 @@ def test_videocrafter1_and_a_model_already_turbo_are_refused(comfy, loras, vc1_m
                                          "VideoCrafter2"):
         turbo(vc1_model)
     model, _, _ = load_tiny()
-    with pytest.raises(ValueError, match="already has T2V-Turbo's weights; connect this loader to the checkpoint"):
+    with pytest.raises(ValueError, match="already has T2V-Turbo's weights; their files go on the released"):
         turbo(turbo(model))
 
 

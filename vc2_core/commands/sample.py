@@ -208,10 +208,15 @@ def read_turbo(path: Path):
         raise UsageError(f"--lora {error}") from None
 
 
-def turbo_model_config(config, turbo):
-    """The checkpoint's config with the UNet T2V-Turbo's weights give it (what the settings are checked against)."""
-    from ..t2v_turbo import config_for
+def turbo_model_config(config, turbo, name: str):
+    """The checkpoint's config with the UNet T2V-Turbo's weights give it (what the settings are checked against),
+    or a UsageError if the checkpoint (called ``name``) is not one their files go on."""
+    from ..t2v_turbo import check_turbo_base, config_for
 
+    try:
+        check_turbo_base(config.unet, name)
+    except ValueError as error:
+        raise UsageError(f"--lora {turbo.path.name}: {error}") from None
     return config.replace(unet=config_for(config.unet, turbo))
 
 
@@ -256,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
     turbo = read_turbo(args.lora) if args.lora is not None else None
     checkpoint = open_checkpoint(args.ckpt)  # missing file or not a VideoCrafter checkpoint: a clear error
     info = checkpoint.info
-    config = info.config if turbo is None else turbo_model_config(info.config, turbo)
+    config = info.config if turbo is None else turbo_model_config(info.config, turbo, str(args.ckpt))
     settings = settings.resolve(config)  # every problem at once, before the networks; the plan, made once
     print(f"{info.family}: {len(prompts)} prompt(s), {settings.frames} frames at {settings.height}x{settings.width}, "
           f"{settings.sampler} {settings.steps} steps (eta {settings.eta}), cfg {settings.cfg}, fps {settings.fps}, "

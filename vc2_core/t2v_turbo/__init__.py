@@ -24,8 +24,8 @@ from .conditioning import EMBEDDING_DIM, TurboEps, scale_embedding
 from .files import TurboLoRA, TurboUNet, TurboWeightsError, read_turbo_weights
 from .lora import lora_targets, merge_turbo_lora, turbo_lora_deltas
 from .model import turbo_unet, with_turbo
-from .unet import build_turbo_unet, config_for, time_cond_proj_base, turbo_config
+from .unet import build_turbo_unet, check_turbo_base, config_for, time_cond_proj_base, turbo_config
 
-__all__ = ["EMBEDDING_DIM", "TurboEps", "TurboLoRA", "TurboUNet", "TurboWeightsError", "build_turbo_unet", "config_for",
-           "lora_targets", "merge_turbo_lora", "read_turbo_weights", "scale_embedding", "time_cond_proj_base",
-           "turbo_config", "turbo_lora_deltas", "turbo_unet", "with_turbo"]
+__all__ = ["EMBEDDING_DIM", "TurboEps", "TurboLoRA", "TurboUNet", "TurboWeightsError", "build_turbo_unet",
+           "check_turbo_base", "config_for", "lora_targets", "merge_turbo_lora", "read_turbo_weights",
+           "scale_embedding", "time_cond_proj_base", "turbo_config", "turbo_lora_deltas", "turbo_unet", "with_turbo"]

@@ -7,13 +7,15 @@ import torch
 from ..model import VideoCrafter
 from ..modules import UNetModel
 from .files import TurboLoRA, TurboUNet
-from .unet import build_turbo_unet
+from .unet import build_turbo_unet, check_turbo_base
 
 
 def turbo_unet(unet: UNetModel, weights: TurboLoRA | TurboUNet, *, strength: float = 1.0, time_cond_seed: int = 0,
                device: torch.device | None = None) -> UNetModel:
     """A new T2V-Turbo UNet from a released VideoCrafter2 ``unet`` (see :func:`build_turbo_unet`) in its dtype, on
-    ``device`` (None: ``unet``'s); ``unet`` is only read. Their weights that do not fit raise a TurboWeightsError."""
+    ``device`` (None: ``unet``'s); ``unet`` is only read. Their weights that do not fit raise a TurboWeightsError,
+    a ``unet`` that is not VideoCrafter2's released one a ValueError (:func:`check_turbo_base`)."""
+    check_turbo_base(unet.config, "the UNet")
     parameter = next(unet.parameters())
     base_state = {key: value.detach().float().cpu() for key, value in unet.state_dict().items()}
     turbo = build_turbo_unet(base_state, unet.config, weights, strength=strength, time_cond_seed=time_cond_seed)

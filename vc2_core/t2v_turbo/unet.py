@@ -25,6 +25,17 @@ def turbo_config(config: UNetConfig, *, motion: bool = False) -> UNetConfig:
                                motion_cond_proj_dim=EMBEDDING_DIM if motion else None)
 
 
+def check_turbo_base(config: UNetConfig, name: str) -> None:
+    """ValueError unless ``config`` (of the model called ``name``) is VideoCrafter2's UNet without T2V-Turbo's
+    weights yet: T2V-Turbo is distilled from VideoCrafter2, and its files go on the released UNet."""
+    if config.use_relative_position:
+        raise ValueError(f"{name} is a VideoCrafter1 model (relative-position temporal attention); T2V-Turbo "
+                         "(VC2) and T2V-Turbo-v2 are distilled from VideoCrafter2 and fit only its UNet")
+    if config.time_cond_proj_dim is not None:
+        raise ValueError(f"{name} already has T2V-Turbo's weights; their files go on the released VideoCrafter2 "
+                         "UNet")
+
+
 def config_for(config: UNetConfig, weights: TurboLoRA | TurboUNet) -> UNetConfig:
     """The UNet config a T2V-Turbo file needs over a released ``config`` (motion condition: v2 files that have it)."""
     motion = isinstance(weights, TurboUNet) and all(key in weights.state for key in MOTION_KEYS)
