@@ -42,6 +42,9 @@ def test_study_needs_two_distinct_seeds(tmp_path, capsys):
     assert "at least two distinct seeds" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown study preset"):
         run_study(tmp_path, preset="huge")
+    with pytest.raises(SystemExit) as exit_code:  # argparse's own error
+        main(["study", "coupling", "--preset", "tiny", "--jobs", "0", "--out", str(tmp_path)])
+    assert exit_code.value.code == 2 and "--jobs: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def _spatial_and_other(path):
@@ -58,7 +61,8 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def test_tiny_study_trains_scores_and_reports_every_model(tmp_path):
-    report = run_study(tmp_path, preset="tiny", seeds=(0, 1), show_progress=False)
+    """Two seeds side by side (a process each), then resumed in one process: nothing is redone."""
+    report = run_study(tmp_path, preset="tiny", seeds=(0, 1), show_progress=False, jobs=2)
     text = report.read_text()
     for heading in ("## Visual quality (the paper's Table 3)", "## Motion preference (the paper's Table 4)",
                     "## The paper's orderings at this scale", "## Reading"):
@@ -95,6 +99,7 @@ def test_tiny_study_trains_scores_and_reports_every_model(tmp_path):
         bases = {k.replace(".lora_down.weight", ".weight").replace(".lora_up.weight", ".weight") for k in lora}
         assert {groups[k].group for k in bases} == {group}, name
 
+    assert not (tmp_path / "seed-caches").exists()  # the caches built before the seeds forked: no run there
     mtime = (seed / "scores" / "F-base@0.json").stat().st_mtime
     run_study(tmp_path, preset="tiny", seeds=(0, 1), show_progress=False)  # resumes: nothing is redone
     assert (seed / "scores" / "F-base@0.json").stat().st_mtime == mtime

@@ -43,6 +43,17 @@ def seed(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def check_seed_range(first: int, count: int, what: str) -> None:
     """Seeds ``first`` .. ``first + count - 1`` (one per video) all fit in [0, 2**64 - 1]."""
     last = first + count - 1

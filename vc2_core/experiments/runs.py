@@ -193,6 +193,13 @@ def train_stage(config: TrainConfig, show_progress: bool) -> Path:
         record = json.loads(summary.read_text())
         if record["steps"] == config.run.max_steps and record["final_checkpoint"]:
             return Path(record["final_checkpoint"])
+    ensure_cache(config, show_progress)
+    result = train(config, resume="auto", show_progress=show_progress)
+    return Path(result.final_checkpoint)
+
+
+def ensure_cache(config: TrainConfig, show_progress: bool) -> Path:
+    """The stage's latent cache (``config.data.cache``), built now unless a finished one is there."""
     cache = Path(config.data.cache)
     if not (cache / "cache.json").is_file():
         shutil.rmtree(cache, ignore_errors=True)  # an interrupted build
@@ -201,8 +208,7 @@ def train_stage(config: TrainConfig, show_progress: bool) -> Path:
                       and getattr(config, kind).index is not None)
         datasets, _ = data_sets(config, model.config, kinds)
         build_cache(model, datasets, cache, seed=config.run.seed, show_progress=show_progress)
-    result = train(config, resume="auto", show_progress=show_progress)
-    return Path(result.final_checkpoint)
+    return cache
 
 
 def _step_records(folder: Path) -> list[dict]:

@@ -29,22 +29,28 @@ from __future__ import annotations
 
 import copy
 import json
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, read_checkpoint
 from ..files import write_atomically, write_text_atomically
 from ..model import VideoCrafter, split_official_state_dict
 from ..training import run_dir
+from ..training.config import TrainConfig
 from ..training.lora import load_lora, read_lora
-from .presets import STUDY_PRESETS, VARIANTS, StudyPreset
+from .presets import STUDY_PRESETS, VARIANTS, StudyPreset, Variant
 from .runs import (
     STAGE1_EMA,
     STAGE1_LR,
     STAGE1_SNR_CAP,
     RunClock,
+    ensure_cache,
     sample_videos,
     stage_config,
     to_uint8,
@@ -62,12 +68,18 @@ BASE_TRAINING = {"ema_decay": STAGE1_EMA, "snr_weight_cap": STAGE1_SNR_CAP, "ima
 
 
 def run_study(out: str | Path, preset: str = "quick", seeds: tuple[int, ...] = (0, 1, 2),
-              show_progress: bool = True) -> Path:
-    """Run (or resume) the coupling study into ``out``; returns the report's path."""
+              show_progress: bool = True, jobs: int = 1) -> Path:
+    """Run (or resume) the coupling study into ``out``; returns the report's path.
+
+    ``jobs`` seeds train and score side by side, each in its own process with an equal share of torch's CPU
+    threads (on a small CPU, where the toy UNet's steps are too small to keep several threads busy, three
+    one-thread processes train about 1.7x faster than one two-thread process); 1 runs them in turn here."""
     if preset not in STUDY_PRESETS:
         raise ValueError(f"unknown study preset {preset!r}; choose one of {', '.join(STUDY_PRESETS)}")
     if len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise ValueError(f"the study needs at least two distinct seeds for its intervals; got {list(seeds)}")
+    if jobs < 1:
+        raise ValueError(f"jobs {jobs}: must be at least 1")
     chosen = STUDY_PRESETS[preset]
     if any(length % chosen.perturb_steps[0] for length in chosen.perturb_steps):
         raise ValueError(f"fine-tuning lengths {chosen.perturb_steps} must be multiples of the first")
@@ -78,51 +90,112 @@ def run_study(out: str | Path, preset: str = "quick", seeds: tuple[int, ...] = (
     data = write_data(out / "data", 0, chosen.videos, chosen.stills, chosen.images, show_progress)
     autoencoder = pretrain_autoencoder(out / "stage0.safetensors", data, chosen.autoencoder_steps, chosen.text_steps, 0,
                                        show_progress)
-    for seed in seeds:
-        say(f"seed {seed}: bases")
-        models = train_seed(out / f"seed{seed}", data, autoencoder, chosen, seed, show_progress)
-        clock.save()
-        model = None  # one model per seed: every scored model differs from it in the UNet alone
-        for name, length, weights, base in models:
-            scores = score_path(out / f"seed{seed}", name, length)
-            if not scores.is_file():  # finished models are skipped
-                model = model or load_checkpoint(base)[0]
-                score_model(scores, weights, base, model, chosen, f"{name}@{length}", show_progress)
-        clock.save()
+    jobs = min(jobs, len(seeds))
+    if jobs == 1:
+        for seed in seeds:
+            run_seed(out, data, autoencoder, preset, seed, show_progress)
+            clock.save()
+    else:
+        start = seeded_start(autoencoder, seeds[0], out / f"seed{seeds[0]}" / "start.safetensors")
+        build_caches(out, data, chosen, start, show_progress)
+        threads = max(1, torch.get_num_threads() // jobs)
+        say(f"{len(seeds)} seeds, {jobs} at a time, {threads} thread(s) each")
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            running = {pool.submit(run_seed, out, data, autoencoder, preset, seed, False, threads, show_progress):
+                       seed for seed in seeds}
+            for finished in as_completed(running):
+                finished.result()  # a seed that failed stops the study with its error
+                say(f"seed {running[finished]}: trained and scored")
+                clock.save()
     results = aggregate(out, chosen, seeds)
     report = write_report(out, chosen, seeds, results, clock.save(), clock.invocations)
     say(f"report {report}")
     return report
 
 
+def run_seed(out: Path, data: Path, autoencoder: Path, preset: str, seed: int, show_progress: bool,
+             threads: int | None = None, log: bool | None = None) -> None:
+    """Train and score one seed's models in ``out / f"seed{seed}"`` (finished runs and scores are skipped).
+    ``threads`` sets torch's CPU threads (for a seed in a process of its own); ``log`` (default: as
+    ``show_progress``) prints a line as each run and score is ready (what a seed without progress bars says)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    say = print_line if (show_progress if log is None else log) else (lambda text: None)
+    chosen = STUDY_PRESETS[preset]
+    models = train_seed(out / f"seed{seed}", data, autoencoder, chosen, seed, show_progress, say)
+    model = None  # one model per seed: every scored model differs from it in the UNet alone
+    for name, length, weights, base in models:
+        scores = score_path(out / f"seed{seed}", name, length)
+        if not scores.is_file():  # finished models are skipped
+            model = model or load_checkpoint(base)[0]
+            score_model(scores, weights, base, model, chosen, f"{name}@{length}", show_progress)
+            say(f"seed {seed}: {name}@{length} scored")
+
+
+def print_line(text: str) -> None:
+    tqdm.write(text)
+    sys.stdout.flush()
+
+
 # ---- training and scoring ----------------------------------------------------------------------------------
 
 
-def train_seed(folder: Path, data: Path, autoencoder: Path, preset: StudyPreset, seed: int,
-               show_progress: bool) -> list[tuple[str, int, Path, Path]]:
-    """Train one seed's image model, bases and perturbations; returns (model name, length, weights, base model)
-    to score: weights are a model file for the bases and direct fine-tunes, a LoRA file for the LoRA variants."""
-    start = seeded_start(autoencoder, seed, folder / "start.safetensors")
+def image_model_config(folder: Path, data: Path, preset: StudyPreset, seed: int, start: Path) -> TrainConfig:
+    """The image model: the spatial modules of ``start`` trained on the low-quality stills, one frame each."""
+    return stage_config(folder / "image-model", folder.parent / "cache" / "stills", "spa-dir", start, seed,
+                        preset.image_model_steps, lr=1e-3, images=data / "stills", batch=preset.batch * 2)
+
+
+def base_config(folder: Path, data: Path, preset: StudyPreset, seed: int, kind: str, image_model: Path) -> TrainConfig:
+    """A video base from the image model: "F" trains every parameter on videos jointly with stills, "P" the
+    temporal modules (and fps condition) on videos alone."""
     caches = folder.parent / "cache"  # the frozen VAE and text encoder are stage 0's in every seed
-    image_model = train_stage(stage_config(
-        folder / "image-model", caches / "stills", "spa-dir", start, seed, preset.image_model_steps, lr=1e-3,
-        images=data / "stills", batch=preset.batch * 2), show_progress) / "model.safetensors"
-    bases = {
-        "F": train_stage(stage_config(folder / "F-base", caches / "videos+stills", "full", image_model, seed,
-                                      preset.base_steps, lr=STAGE1_LR, videos=data / "videos",
-                                      images=data / "stills", batch=preset.batch, **BASE_TRAINING),
-                         show_progress) / "model-ema.safetensors",
-        "P": train_stage(stage_config(folder / "P-base", caches / "videos", "partial", image_model, seed,
-                                      preset.base_steps, lr=STAGE1_LR, videos=data / "videos", batch=preset.batch,
-                                      **BASE_TRAINING), show_progress) / "model-ema.safetensors",
-    }
-    models = [("F-base", 0, bases["F"], bases["F"]), ("P-base", 0, bases["P"], bases["P"])]
+    if kind == "F":
+        return stage_config(folder / "F-base", caches / "videos+stills", "full", image_model, seed, preset.base_steps,
+                            lr=STAGE1_LR, videos=data / "videos", images=data / "stills", batch=preset.batch,
+                            **BASE_TRAINING)
+    return stage_config(folder / "P-base", caches / "videos", "partial", image_model, seed, preset.base_steps,
+                        lr=STAGE1_LR, videos=data / "videos", batch=preset.batch, **BASE_TRAINING)
+
+
+def variant_config(folder: Path, data: Path, preset: StudyPreset, seed: int, variant: Variant,
+                   base: Path) -> TrainConfig:
+    """A perturbation of a base on the high-quality images, checkpointed at every scored fine-tuning length."""
     every, longest = preset.perturb_steps[0], preset.perturb_steps[-1]
+    return stage_config(folder / variant.name, folder.parent / "cache" / "images", variant.stage, base, seed,
+                        longest, lr=variant.lr, images=data / "images", batch=preset.batch, every=every,
+                        keep_last=longest // every)
+
+
+def build_caches(out: Path, data: Path, preset: StudyPreset, start: Path, show_progress: bool) -> None:
+    """Every latent cache of the study (shared by the seeds: their VAE and text encoder are stage 0's), built
+    before seeds train side by side so that no two build one at once."""
+    folder = out / "seed-caches"  # no run is written here: the configs only name the caches
+    for config in (image_model_config(folder, data, preset, 0, start), base_config(folder, data, preset, 0, "F", start),
+                   base_config(folder, data, preset, 0, "P", start),
+                   variant_config(folder, data, preset, 0, VARIANTS[0], start)):
+        ensure_cache(config, show_progress)
+
+
+def train_seed(folder: Path, data: Path, autoencoder: Path, preset: StudyPreset, seed: int,
+               show_progress: bool, say=lambda text: None) -> list[tuple[str, int, Path, Path]]:
+    """Train one seed's image model, bases and perturbations (``say`` is told as each is ready); returns (model
+    name, length, weights, base model) to score: weights are a model file for the bases and direct fine-tunes, a
+    LoRA file for the LoRA variants."""
+    start = seeded_start(autoencoder, seed, folder / "start.safetensors")
+    image_model = train_stage(image_model_config(folder, data, preset, seed, start), show_progress)
+    image_model = image_model / "model.safetensors"
+    say(f"seed {seed}: image model ready")
+    bases = {}
+    for kind in ("F", "P"):
+        bases[kind] = train_stage(base_config(folder, data, preset, seed, kind, image_model),
+                                  show_progress) / "model-ema.safetensors"
+        say(f"seed {seed}: {kind}-base ready")
+    models = [("F-base", 0, bases["F"], bases["F"]), ("P-base", 0, bases["P"], bases["P"])]
     for variant in VARIANTS:
         run = folder / variant.name
-        train_stage(stage_config(run, caches / "images", variant.stage, bases[variant.base], seed,
-                                 longest, lr=variant.lr, images=data / "images", batch=preset.batch,
-                                 every=every, keep_last=longest // every), show_progress)
+        train_stage(variant_config(folder, data, preset, seed, variant, bases[variant.base]), show_progress)
+        say(f"seed {seed}: {variant.name} ready")
         for length in preset.perturb_steps:
             checkpoint = run / run_dir.CHECKPOINTS / run_dir.checkpoint_name(length)
             weights = checkpoint / ("lora.safetensors" if "lora" in variant.stage else "model.safetensors")
