@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from vc2_core.checkpoint import load_checkpoint
 from vc2_core.cli import main
-from vc2_core.experiments.presets import VARIANTS
-from vc2_core.experiments.study import run_study
+from vc2_core.experiments.presets import STUDY_PRESETS, VARIANTS
+from vc2_core.experiments.study import record_settings, run_study
 from vc2_core.experiments.study_analysis import CLAIMS, _preference, mean_interval
 from vc2_core.parameter_groups import Group, classify_unet_parameters
 
@@ -42,6 +42,12 @@ def test_study_needs_two_distinct_seeds(tmp_path, capsys):
     assert "at least two distinct seeds" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown study preset"):
         run_study(tmp_path, preset="huge")
+    record_settings(tmp_path / "study.json", STUDY_PRESETS["tiny"])  # a folder of a tiny study
+    assert main(["study", "coupling", "--preset", "quick", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "holds a study with other settings" in err, err
+    assert f"image_model_steps 2 -> {STUDY_PRESETS['quick'].image_model_steps}" in err, err
+    assert "resume it with preset 'tiny'" in err and sorted(p.name for p in tmp_path.iterdir()) == ["study.json"]
     with pytest.raises(SystemExit) as exit_code:  # argparse's own error
         main(["study", "coupling", "--preset", "tiny", "--jobs", "0", "--out", str(tmp_path)])
     assert exit_code.value.code == 2 and "--jobs: must be at least 1, got 0" in capsys.readouterr().err

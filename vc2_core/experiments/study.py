@@ -28,6 +28,7 @@ Everything is resumable: finished runs and scored models are skipped. The statis
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import multiprocessing
 import sys
@@ -85,6 +86,7 @@ def run_study(out: str | Path, preset: str = "quick", seeds: tuple[int, ...] = (
         raise ValueError(f"fine-tuning lengths {chosen.perturb_steps} must be multiples of the first")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    record_settings(out / "study.json", chosen)
     clock = RunClock(out / "runtime.json")
     say = tqdm.write if show_progress else (lambda text: None)
     data = write_data(out / "data", 0, chosen.videos, chosen.stills, chosen.images, show_progress)
@@ -111,6 +113,20 @@ def run_study(out: str | Path, preset: str = "quick", seeds: tuple[int, ...] = (
     report = write_report(out, chosen, seeds, results, clock.save(), clock.invocations)
     say(f"report {report}")
     return report
+
+
+def record_settings(path: Path, preset: StudyPreset) -> None:
+    """Write the preset a study folder is for, or check that a resumed one is for the same: a run resumed with
+    other settings (more image-model steps, say) would continue its checkpoints as if nothing had changed."""
+    settings = json.loads(json.dumps(dataclasses.asdict(preset)))  # tuples as lists, as read back
+    if not path.is_file():
+        write_text_atomically(path, json.dumps(settings, indent=1))
+        return
+    before = json.loads(path.read_text())
+    changed = [f"{key} {before.get(key)} -> {value}" for key, value in settings.items() if before.get(key) != value]
+    if changed:
+        raise ValueError(f"{path.parent} holds a study with other settings ({'; '.join(changed)}); resume it with "
+                         f"preset {before.get('name')!r}, or choose another --out")
 
 
 def run_seed(out: Path, data: Path, autoencoder: Path, preset: str, seed: int, show_progress: bool,
