@@ -203,7 +203,7 @@ def train_seed(folder: Path, data: Path, autoencoder: Path, preset: StudyPreset,
     image_model = image_model / "model.safetensors"
     say(f"seed {seed}: image model ready")
     bases = {}
-    for kind in ("F", "P"):
+    for kind in ("P", "F"):  # the partial base first: whether it learns motion is the study's first question
         bases[kind] = train_stage(base_config(folder, data, preset, seed, kind, image_model),
                                   show_progress) / "model-ema.safetensors"
         say(f"seed {seed}: {kind}-base ready")
