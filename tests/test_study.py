@@ -85,7 +85,7 @@ def test_tiny_study_trains_scores_and_reports_every_model(tmp_path):
 
     seed = tmp_path / "seed0"
     image_spatial, image_other = _spatial_and_other(seed / "image-model" / "checkpoints" / "step-00000002" /
-                                                    "model.safetensors")
+                                                    "model-ema.safetensors")  # the image model is its EMA
     start_spatial, start_other = _spatial_and_other(seed / "start.safetensors")
     assert _same(image_other, start_other) and not _same(image_spatial, start_spatial)  # an image model
     p_spatial, p_other = _spatial_and_other(seed / "P-base" / "checkpoints" / "step-00000003" / "model.safetensors")

@@ -157,9 +157,11 @@ def print_line(text: str) -> None:
 
 
 def image_model_config(folder: Path, data: Path, preset: StudyPreset, seed: int, start: Path) -> TrainConfig:
-    """The image model: the spatial modules of ``start`` trained on the low-quality stills, one frame each."""
+    """The image model: the spatial modules of ``start`` trained on the low-quality stills, one frame each, with
+    the bases' EMA and noise-level weighting (the image model is the EMA of its weights)."""
     return stage_config(folder / "image-model", folder.parent / "cache" / "stills", "spa-dir", start, seed,
-                        preset.image_model_steps, lr=1e-3, images=data / "stills", batch=preset.batch * 2)
+                        preset.image_model_steps, lr=STAGE1_LR, images=data / "stills", batch=preset.batch * 2,
+                        ema_decay=STAGE1_EMA, snr_weight_cap=STAGE1_SNR_CAP)
 
 
 def base_config(folder: Path, data: Path, preset: StudyPreset, seed: int, kind: str, image_model: Path) -> TrainConfig:
@@ -200,7 +202,7 @@ def train_seed(folder: Path, data: Path, autoencoder: Path, preset: StudyPreset,
     LoRA file for the LoRA variants."""
     start = seeded_start(autoencoder, seed, folder / "start.safetensors")
     image_model = train_stage(image_model_config(folder, data, preset, seed, start), show_progress)
-    image_model = image_model / "model.safetensors"
+    image_model = image_model / "model-ema.safetensors"
     say(f"seed {seed}: image model ready")
     bases = {}
     for kind in ("P", "F"):  # the partial base first: whether it learns motion is the study's first question
