@@ -107,5 +107,9 @@ def test_tiny_study_trains_scores_and_reports_every_model(tmp_path):
 
     assert not (tmp_path / "seed-caches").exists()  # the caches built before the seeds forked: no run there
     mtime = (seed / "scores" / "F-base@0.json").stat().st_mtime
+    first = json.loads((tmp_path / "runtime.json").read_text())
+    assert first["invocations"] == 1 and first["seconds"] > 0
     run_study(tmp_path, preset="tiny", seeds=(0, 1), show_progress=False)  # resumes: nothing is redone
     assert (seed / "scores" / "F-base@0.json").stat().st_mtime == mtime
+    both = json.loads((tmp_path / "runtime.json").read_text())  # the wall time sums the invocations
+    assert both["invocations"] == 2 and both["seconds"] >= first["seconds"]

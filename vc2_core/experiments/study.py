@@ -32,7 +32,8 @@ import dataclasses
 import json
 import multiprocessing
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,7 @@ from .study_report import write_report
 
 # Both bases are trained like the demo's base (vc2 demo --from-scratch): the EMA of their weights, the loss
 # weighted by noise level (capped SNR); the videos and stills are the demo's too.
+CLOCK_SAVE_SECONDS = 60.0  # how often a study with seeds side by side saves its wall time
 BASE_TRAINING = {"ema_decay": STAGE1_EMA, "snr_weight_cap": STAGE1_SNR_CAP, "image_mode": "pack"}
 
 
@@ -94,9 +96,8 @@ def run_study(out: str | Path, preset: str = "quick", seeds: tuple[int, ...] = (
                                        show_progress)
     jobs = min(jobs, len(seeds))
     if jobs == 1:
-        for seed in seeds:
-            run_seed(out, data, autoencoder, preset, seed, show_progress)
-            clock.save()
+        for seed in seeds:  # the clock saved as each piece is done: a stopped invocation's time still counts
+            run_seed(out, data, autoencoder, preset, seed, show_progress, tick=clock.save)
     else:
         start = seeded_start(autoencoder, seeds[0], out / f"seed{seeds[0]}" / "start.safetensors")
         build_caches(out, data, chosen, start, show_progress)
@@ -105,10 +106,13 @@ def run_study(out: str | Path, preset: str = "quick", seeds: tuple[int, ...] = (
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             running = {pool.submit(run_seed, out, data, autoencoder, preset, seed, False, threads, show_progress):
                        seed for seed in seeds}
-            for finished in as_completed(running):
-                finished.result()  # a seed that failed stops the study with its error
-                say(f"seed {running[finished]}: trained and scored")
-                clock.save()
+            pending = set(running)
+            while pending:
+                done, pending = wait(pending, timeout=CLOCK_SAVE_SECONDS, return_when=FIRST_COMPLETED)
+                for finished in done:
+                    finished.result()  # a seed that failed stops the study with its error
+                    say(f"seed {running[finished]}: trained and scored")
+                clock.save()  # every minute: a stopped invocation's time still counts when the study resumes
     results = aggregate(out, chosen, seeds)
     report = write_report(out, chosen, seeds, results, clock.save(), clock.invocations)
     say(f"report {report}")
@@ -130,13 +134,21 @@ def record_settings(path: Path, preset: StudyPreset) -> None:
 
 
 def run_seed(out: Path, data: Path, autoencoder: Path, preset: str, seed: int, show_progress: bool,
-             threads: int | None = None, log: bool | None = None) -> None:
+             threads: int | None = None, log: bool | None = None, tick: Callable[[], object] | None = None) -> None:
     """Train and score one seed's models in ``out / f"seed{seed}"`` (finished runs and scores are skipped).
     ``threads`` sets torch's CPU threads (for a seed in a process of its own); ``log`` (default: as
-    ``show_progress``) prints a line as each run and score is ready (what a seed without progress bars says)."""
+    ``show_progress``) prints a line as each run and score is ready (what a seed without progress bars says);
+    ``tick`` is called then too."""
     if threads is not None:
         torch.set_num_threads(threads)
-    say = print_line if (show_progress if log is None else log) else (lambda text: None)
+    printing = show_progress if log is None else log
+
+    def say(text: str) -> None:
+        if printing:
+            print_line(text)
+        if tick is not None:
+            tick()
+
     chosen = STUDY_PRESETS[preset]
     models = train_seed(out / f"seed{seed}", data, autoencoder, chosen, seed, show_progress, say)
     model = None  # one model per seed: every scored model differs from it in the UNet alone
