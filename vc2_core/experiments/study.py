@@ -64,9 +64,9 @@ from .stage0 import pretrain_autoencoder, seeded_start
 from .study_analysis import aggregate, score_path
 from .study_report import write_report
 
+CLOCK_SAVE_SECONDS = 60.0  # how often a study with seeds side by side saves its wall time
 # Both bases are trained like the demo's base (vc2 demo --from-scratch): the EMA of their weights, the loss
 # weighted by noise level (capped SNR); the videos and stills are the demo's too.
-CLOCK_SAVE_SECONDS = 60.0  # how often a study with seeds side by side saves its wall time
 BASE_TRAINING = {"ema_decay": STAGE1_EMA, "snr_weight_cap": STAGE1_SNR_CAP, "image_mode": "pack"}
 
 
