@@ -25,22 +25,9 @@ from ..diffusion.step_cache import PRESETS, parse_step_cache
 from ..precision import DTYPES
 from ..speedups import COMPILE_BACKENDS
 from ..video_io import check_output_path, output_format
-from .usage import UsageError, check_seed_range, seed
+from .usage import UsageError, at_least, check_seed_range, seed
 
 DEFAULT_SEED = 123  # the official run_text2video.sh
-
-
-def _at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def _non_negative(text: str) -> float:
@@ -77,10 +64,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="video.mp4 / .gif / .webp, or a folder name for PNG frames; with several prompts "
                         "NAME_000.mp4, NAME_001.mp4, ...")
-    p.add_argument("--frames", type=_at_least(1), help="frames to generate (default: the model's, 16)")
-    p.add_argument("--height", type=_at_least(1), help="height in pixels (default: the model's, 320)")
-    p.add_argument("--width", type=_at_least(1), help="width in pixels (default: the model's, 512)")
-    p.add_argument("--steps", type=_at_least(1), help="sampler steps (default 50; t2v-turbo: 4, T2V-Turbo's)")
+    p.add_argument("--frames", type=at_least(1), help="frames to generate (default: the model's, 16)")
+    p.add_argument("--height", type=at_least(1), help="height in pixels (default: the model's, 320)")
+    p.add_argument("--width", type=at_least(1), help="width in pixels (default: the model's, 512)")
+    p.add_argument("--steps", type=at_least(1), help="sampler steps (default 50; t2v-turbo: 4, T2V-Turbo's)")
     p.add_argument("--cfg", type=_non_negative,
                    help="guidance scale (default 12; 1 = off; t2v-turbo: 7.5, T2V-Turbo's, fed to its embedding)")
     p.add_argument("--guidance-rescale", type=_non_negative, default=0.0,
@@ -101,21 +88,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         "for their weights with the motion condition")
     p.add_argument("--motion-share", type=_non_negative, default=0.5,
                    help="share of the timesteps, from the noisiest, that get the motion guidance (default 0.5, theirs)")
-    p.add_argument("--fps", type=_at_least(1), help="fps condition and file frame rate (default: the model's, 28)")
-    p.add_argument("--save-fps", type=_at_least(1),
+    p.add_argument("--fps", type=at_least(1), help="fps condition and file frame rate (default: the model's, 28)")
+    p.add_argument("--save-fps", type=at_least(1),
                    help="frame rate written to the file when it should differ from --fps (the official script "
                         "writes 10)")
     p.add_argument("--seed", type=seed, default=DEFAULT_SEED, help="seed of the first prompt; prompt i uses seed + i")
-    p.add_argument("--batch-size", type=_at_least(1), default=1, help="prompts sampled together (default 1)")
+    p.add_argument("--batch-size", type=at_least(1), default=1, help="prompts sampled together (default 1)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
                    help="weights and compute (default fp32; the VAE always stays fp32)")
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--attention", choices=backend_names(),
                    help="attention backend (default: $VC2_ATTENTION, else auto: the Triton temporal kernel on CUDA "
                         "in bf16/fp16 inference, SDPA elsewhere)")
-    p.add_argument("--context-frames", type=_at_least(1),
+    p.add_argument("--context-frames", type=at_least(1),
                    help="long videos: frames per UNet call (the model's trained length, 16, works best)")
-    p.add_argument("--context-overlap", type=_at_least(0),
+    p.add_argument("--context-overlap", type=at_least(0),
                    help="frames shared by neighbouring windows (default: a quarter of --context-frames, 4 for 16)")
     p.add_argument("--context-loop", action="store_true", help="wrap windows around the end (seamless loops)")
     p.add_argument("--split-cfg", action="store_true",
@@ -124,7 +111,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                    help=f"step caching: reuse deep UNet features and the unconditional branch between steps; "
                         f"{', '.join(PRESETS)} (default off), or values such as deep=3,depth=2,uncond=3,first=2,"
                         f"last=1 (docs/cli.md; speed and error in docs/benchmarks.md)")
-    p.add_argument("--decode-chunk", type=_at_least(1), default=1, help="VAE frames decoded at a time (default 1)")
+    p.add_argument("--decode-chunk", type=at_least(1), default=1, help="VAE frames decoded at a time (default 1)")
     p.add_argument("--no-offload", action="store_true",
                    help="keep the text encoder and VAE on the accelerator between uses")
     p.add_argument("--low-memory", action="store_true",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .usage import UsageError, positive_int, seed
+from .usage import UsageError, at_least, seed
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     coupling.add_argument("--seeds", type=seed, nargs="+", default=[0, 1, 2],
                           help="training seeds, at least two (default 0 1 2)")
     coupling.add_argument("--out", default="runs/study-coupling", help="output folder (default runs/study-coupling)")
-    coupling.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+    coupling.add_argument("--jobs", type=at_least(1), default=1, metavar="N",
                           help="seeds trained side by side, each in a process of its own with an equal share of "
                                "the CPU threads (default 1: one after another). On a 2-core CPU, --jobs 3 trains "
                                "about 1.7x faster: the toy UNet's steps are too small to keep two threads busy")
