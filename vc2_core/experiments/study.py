@@ -90,22 +90,27 @@ def run_study(out: str | Path, preset: str = "quick", seeds: tuple[int, ...] = (
     out.mkdir(parents=True, exist_ok=True)
     record_settings(out / "study.json", chosen)
     clock = RunClock(out / "runtime.json")
-    say = tqdm.write if show_progress else (lambda text: None)
+    say = tqdm.write if show_progress else quiet
     data = write_data(out / "data", 0, chosen.videos, chosen.stills, chosen.images, show_progress)
     autoencoder = pretrain_autoencoder(out / "stage0.safetensors", data, chosen.autoencoder_steps, chosen.text_steps, 0,
                                        show_progress)
     jobs = min(jobs, len(seeds))
     if jobs == 1:
-        for seed in seeds:  # the clock saved as each piece is done: a stopped invocation's time still counts
-            run_seed(out, data, autoencoder, preset, seed, show_progress, tick=clock.save)
+        def said(text: str) -> None:  # the clock saved as each piece is done: a stopped invocation's time counts
+            say(text)
+            clock.save()
+
+        for seed in seeds:
+            run_seed(out, data, autoencoder, preset, seed, show_progress, said)
     else:
         start = seeded_start(autoencoder, seeds[0], out / f"seed{seeds[0]}" / "start.safetensors")
         build_caches(out, data, chosen, start, show_progress)
         threads = max(1, torch.get_num_threads() // jobs)
         say(f"{len(seeds)} seeds, {jobs} at a time, {threads} thread(s) each")
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            running = {pool.submit(run_seed, out, data, autoencoder, preset, seed, False, threads, show_progress):
-                       seed for seed in seeds}
+            line = print_line if show_progress else quiet  # a line per finished piece instead of progress bars
+            running = {pool.submit(run_seed, out, data, autoencoder, preset, seed, False, line, threads): seed
+                       for seed in seeds}
             pending = set(running)
             while pending:
                 done, pending = wait(pending, timeout=CLOCK_SAVE_SECONDS, return_when=FIRST_COMPLETED)
@@ -134,21 +139,12 @@ def record_settings(path: Path, preset: StudyPreset) -> None:
 
 
 def run_seed(out: Path, data: Path, autoencoder: Path, preset: str, seed: int, show_progress: bool,
-             threads: int | None = None, log: bool | None = None, tick: Callable[[], object] | None = None) -> None:
-    """Train and score one seed's models in ``out / f"seed{seed}"`` (finished runs and scores are skipped).
-    ``threads`` sets torch's CPU threads (for a seed in a process of its own); ``log`` (default: as
-    ``show_progress``) prints a line as each run and score is ready (what a seed without progress bars says);
-    ``tick`` is called then too."""
+             say: Callable[[str], None], threads: int | None = None) -> None:
+    """Train and score one seed's models in ``out / f"seed{seed}"`` (finished runs and scores are skipped);
+    ``say`` is told as each run and score is ready. ``threads`` sets torch's CPU threads (for a seed in a process
+    of its own; ``say`` must then be a module-level function, to reach it)."""
     if threads is not None:
         torch.set_num_threads(threads)
-    printing = show_progress if log is None else log
-
-    def say(text: str) -> None:
-        if printing:
-            print_line(text)
-        if tick is not None:
-            tick()
-
     chosen = STUDY_PRESETS[preset]
     models = train_seed(out / f"seed{seed}", data, autoencoder, chosen, seed, show_progress, say)
     model = None  # one model per seed: every scored model differs from it in the UNet alone
@@ -163,6 +159,10 @@ def run_seed(out: Path, data: Path, autoencoder: Path, preset: str, seed: int, s
 def print_line(text: str) -> None:
     tqdm.write(text)
     sys.stdout.flush()
+
+
+def quiet(text: str) -> None:
+    pass
 
 
 # ---- training and scoring ----------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def build_caches(out: Path, data: Path, preset: StudyPreset, start: Path, show_p
 
 
 def train_seed(folder: Path, data: Path, autoencoder: Path, preset: StudyPreset, seed: int,
-               show_progress: bool, say=lambda text: None) -> list[tuple[str, int, Path, Path]]:
+               show_progress: bool, say: Callable[[str], None] = quiet) -> list[tuple[str, int, Path, Path]]:
     """Train one seed's image model, bases and perturbations (``say`` is told as each is ready); returns (model
     name, length, weights, base model) to score: weights are a model file for the bases and direct fine-tunes, a
     LoRA file for the LoRA variants."""
